@@ -1,0 +1,42 @@
+# fraudflow: two commands on a fresh machine -- `make demo`, then `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
+export FRAUDFLOW_HOME ?= $(CURDIR)/.fraudflow
+
+.PHONY: install demo test lint airflow bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== installing the pinned environment into $(VENV) (first time: ~3 min, ~3 GB)"
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install ## simulate, ingest every day through Airflow, summarise (embedded defaults)
+	$(BIN)/fraudflow demo
+
+test: install ## lint + the whole suite against real Airflow/GX/Feast/MLflow/BentoML/Evidently
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+airflow: install ## Airflow UI (http://localhost:8080) on the same home as `make demo`
+	$(BIN)/fraudflow airflow standalone
+
+bench: install ## every benchmark in benchmarks/, each prints a table
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lock: ## re-resolve the environment from pyproject.toml and rewrite constraints.txt
+	rm -rf /tmp/fraudflow-lock && $(PYTHON) -m venv /tmp/fraudflow-lock
+	/tmp/fraudflow-lock/bin/pip install --quiet --upgrade "pip==26.3" && /tmp/fraudflow-lock/bin/pip install --quiet '.[dev]'
+	/tmp/fraudflow-lock/bin/pip freeze --exclude fraudflow > constraints.txt
+
+clean: ## remove run state (the fraudflow home), keep the environment
+	rm -rf $(FRAUDFLOW_HOME)

@@ -1,0 +1,122 @@
+"""The ``fraudflow`` command: the same stage functions the DAGs call, for people and Make."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from fraudflow.settings import get_settings
+
+# Bound to a duplicate of the terminal's descriptor: while Airflow runs in-process its
+# logs are sent to a file (fd-level), and progress must still reach the person.
+console = Console(file=os.fdopen(os.dup(1), "w", buffering=1, closefd=True))
+
+
+def _date(_ctx, _param, value):
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """fraudflow: landing files -> validated lake -> features -> gated models -> staged serving."""
+
+
+@main.command()
+@click.option("--start", default="2018-04-01", callback=_date, show_default=True, help="First simulated day.")
+@click.option("--days", default=183, show_default=True, type=click.IntRange(1))
+@click.option("--customers", default=5000, show_default=True, type=click.IntRange(1))
+@click.option("--terminals", default=10000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--write-from", callback=_date, default=None, help="Only write landing files from this day on.")
+@click.option("--write-to", callback=_date, default=None, help="Only write landing files up to this day.")
+@click.option("--drift-from", callback=_date, default=None, help="Inject drift into every day from this one on.")
+@click.option("--drift-amount-scale", default=1.0, show_default=True, help="Multiply amounts by this.")
+@click.option("--drift-night-share", default=0.0, show_default=True, help="Share of transactions moved to 0-6h.")
+@click.option("--drift-terminals", type=int, default=None, help="Compromised terminals per day (default 2).")
+@click.option("--drift-customers", type=int, default=None, help="Compromised cards per day (default 3).")
+def simulate(start, days, customers, terminals, seed, fmt, write_from, write_to, drift_from, **drift) -> None:
+    """Simulate transactions (Fraud Detection Handbook design) into the landing zone, one file per day."""
+    from fraudflow.simulate import (
+        DriftSpec,
+        SimulationConfig,
+        simulate_transactions,
+        summarise,
+        write_landing_files,
+    )
+
+    settings = get_settings()
+    spec = None
+    if drift_from:
+        spec = DriftSpec(
+            start=drift_from,
+            amount_scale=drift["drift_amount_scale"],
+            night_share=drift["drift_night_share"],
+            compromised_terminals_per_day=drift["drift_terminals"],
+            compromised_customers_per_day=drift["drift_customers"],
+        )
+    config = SimulationConfig(start=start, days=days, customers=customers, terminals=terminals, seed=seed, drift=spec)
+    with console.status("simulating transactions"):
+        frame = simulate_transactions(config)
+    window = None
+    if write_from or write_to:
+        window = (write_from or start, write_to or start + dt.timedelta(days=days - 1))
+    with console.status("writing landing files") as status:
+        written = write_landing_files(
+            frame, settings.landing_dir, fmt=fmt, days=window, on_day=lambda d, _p: status.update(f"wrote {d}")
+        )
+    stats = summarise(frame)
+    table = Table(title="simulated transactions")
+    for key in stats:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(v) for v in stats.values()))
+    console.print(table)
+    console.print(f"{len(written)} daily {fmt} files in {settings.landing_dir}")
+
+
+@main.command()
+@click.option("--start", callback=_date, required=True, help="First logical date to ingest.")
+@click.option("--end", callback=_date, required=True, help="Last logical date to ingest (inclusive).")
+def ingest(start, end) -> None:
+    """Run the ingest_transactions DAG (real Airflow, dag.test) for each date of a range."""
+    from fraudflow.demo import ingest_days
+
+    outcomes = ingest_days(get_settings(), start=start, end=end, console=console)
+    failed = [o for o in outcomes if o.state != "success"]
+    console.print(f"ingested {len(outcomes) - len(failed)}/{len(outcomes)} days")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--days", default=90, show_default=True, type=click.IntRange(2), help="Days of history to simulate.")
+@click.option("--customers", default=5000, show_default=True, type=click.IntRange(1))
+@click.option("--terminals", default=10000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+def demo(days, customers, terminals, seed) -> None:
+    """The main job on embedded defaults: simulate, ingest every day through Airflow, summarise."""
+    from fraudflow.demo import DemoConfig, run_demo
+
+    ok = run_demo(get_settings(), DemoConfig(days=days, customers=customers, terminals=terminals, seed=seed), console)
+    sys.exit(0 if ok else 1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def airflow(args) -> None:
+    """Run the airflow CLI on fraudflow's home and DAGs (e.g. `fraudflow airflow standalone`)."""
+    from fraudflow.orchestration.runtime import prepare_airflow
+
+    settings = get_settings()
+    prepare_airflow(settings)
+    airflow_bin = str(Path(sys.executable).with_name("airflow"))
+    os.execv(airflow_bin, [airflow_bin, *args])
+
+
+if __name__ == "__main__":
+    main()

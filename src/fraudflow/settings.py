@@ -1,0 +1,124 @@
+"""One settings object for every stage: where things live and which engines they use.
+
+Environment and infrastructure live here (``FRAUDFLOW_*`` env vars override them); per-run
+values (dates, seeds, reasons) are function arguments. Reading settings creates nothing on
+disk: call :meth:`Settings.ensure_dirs` where a stage is about to write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Profile(StrEnum):
+    local = "local"
+    production = "production"
+
+
+def _default_home() -> Path:
+    """``./.fraudflow`` beside the repo checkout when installed editable, else in the cwd."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir.parent.parent, package_dir.parent):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "dags").is_dir():
+            return candidate / ".fraudflow"
+    return Path.cwd() / ".fraudflow"
+
+
+def repo_root() -> Path:
+    """The checkout holding dags/, feature_repo/ and expectations/ (next to the package)."""
+    return _default_home().parent
+
+
+class Settings(BaseSettings):
+    """Where fraudflow keeps its state and which engines it talks to."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDFLOW_", env_file=None, extra="ignore")
+
+    profile: Profile = Profile.local
+    home: Path = Field(default_factory=_default_home)
+
+    # Ingestion
+    start_date: dt.date = dt.date(2018, 4, 1)
+    landing_timeout_seconds: int = Field(6 * 3600, ge=1)
+    landing_poke_seconds: int = Field(60, ge=1)
+
+    # Production profile endpoints (filled by the production issue; unused when local).
+    postgres_url: str | None = None
+    redis_url: str | None = None
+    mlflow_server_url: str | None = None
+
+    @cached_property
+    def root(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    # -- data zones ---------------------------------------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing" / "transactions"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def transactions_dir(self) -> Path:
+        return self.lake_dir / "transactions"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine" / "transactions"
+
+    @property
+    def lineage_log(self) -> Path:
+        return self.root / "lineage" / "events.jsonl"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    # -- engines ------------------------------------------------------------------------
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.profile is Profile.production and self.mlflow_server_url:
+            return self.mlflow_server_url
+        return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.root / "bentoml"
+
+    def ensure_dirs(self, *dirs: Path) -> None:
+        for d in dirs or (self.landing_dir, self.lake_dir, self.staging_dir, self.reports_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; never cached, so tests can
+    point ``FRAUDFLOW_HOME`` elsewhere between calls)."""
+    return Settings()

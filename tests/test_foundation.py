@@ -1,0 +1,106 @@
+"""Schema normalisation, settings, landing lookup, and the repo's own files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fraudflow.ingest import BatchParseError, LandingError, find_landing_file, read_batch
+from fraudflow.schema import RAW_COLUMNS, SchemaError, normalise_transactions
+from fraudflow.settings import Profile, Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _row(**overrides):
+    row = {
+        "TRANSACTION_ID": 1,
+        "TX_DATETIME": "2018-04-01 10:00:00",
+        "CUSTOMER_ID": 12,
+        "TERMINAL_ID": 34,
+        "TX_AMOUNT": 10.5,
+        "TX_TIME_SECONDS": 36000,
+        "TX_TIME_DAYS": 0,
+        "TX_FRAUD": 0,
+        "TX_FRAUD_SCENARIO": 0,
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.mark.parametrize("customer", [12, "12", "card-12", 12.0])
+def test_ids_normalise_to_strings(customer):
+    out = normalise_transactions(pd.DataFrame([_row(CUSTOMER_ID=customer)]))
+    assert out["CUSTOMER_ID"].iloc[0] == str(customer).removesuffix(".0")
+    assert tuple(out.columns) == RAW_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame([_row()]).drop(columns="TX_AMOUNT"), "missing columns ['TX_AMOUNT']"),
+        (pd.DataFrame([_row(EXTRA=1)]), "unexpected columns ['EXTRA']"),
+        (pd.DataFrame([_row(TX_AMOUNT="12,50")]), "TX_AMOUNT"),
+        (pd.DataFrame([_row(TX_DATETIME="not a date")]), "not a date"),
+    ],
+)
+def test_schema_errors_name_the_column(frame, message):
+    with pytest.raises(SchemaError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        normalise_transactions(frame)
+
+
+def test_everything_lives_under_one_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "h"))
+    s = Settings()
+    assert s.profile is Profile.local
+    paths = [s.landing_dir, s.lake_dir, s.quarantine_dir, s.airflow_home, s.feast_dir, s.bentoml_home,
+             s.reports_dir, s.mlflow_artifacts_dir, s.lineage_log, s.staging_dir, s.gx_dir]
+    assert all(p.is_relative_to(tmp_path / "h") for p in paths)
+    assert s.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'h' / 'mlflow' / 'mlflow.db'}"
+    assert not (tmp_path / "h").exists(), "reading settings must not create folders"
+
+
+def test_default_home_is_inside_the_repo(monkeypatch):
+    monkeypatch.delenv("FRAUDFLOW_HOME", raising=False)
+    assert Settings().root == REPO / ".fraudflow"
+
+
+def test_landing_lookup(settings):
+    day = dt.date(2018, 4, 1)
+    assert find_landing_file(settings, day) is None
+    folder = settings.landing_dir / f"date={day}"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("ignored")
+    (folder / ".partial.csv").write_text("ignored: hidden, still being written")
+    assert find_landing_file(settings, day) is None
+    (folder / "a.csv").write_text("x")
+    assert find_landing_file(settings, day) == folder / "a.csv"
+    (folder / "b.parquet").write_text("x")
+    with pytest.raises(LandingError, match="2 landing files"):
+        find_landing_file(settings, day)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("empty.csv", b"", "empty"), ("bad.parquet", b"PAR1 not really", "cannot parse")],
+)
+def test_unparseable_files_raise_a_parse_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BatchParseError, match=message):
+        read_batch(path)
+
+
+def test_compose_file_parses():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert compose["services"]
+
+
+def test_ci_calls_the_readme_test_command():
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
