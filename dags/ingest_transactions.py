@@ -5,8 +5,12 @@ One run per day of card transactions, from the landing zone to the lake:
 
 1. **wait_for_landing_file**: waits for `landing/transactions/date=<ds>/` to hold one
    `.parquet` or `.csv` file; on timeout the error names the folder.
-2. **load_landing_file**: snapshots the file into staging (sha256) and checks it parses.
-3. **validate_batch**: the gate: nothing reaches the lake unless it passes.
+2. **load_landing_file**: snapshots the file into staging (sha256) and checks it parses;
+   an unreadable file is quarantined with the parse error as its reason.
+3. **validate_batch**: the gate. A Great Expectations checkpoint runs the committed suites
+   `raw_transactions` and `batch_statistics` (bands around recent history) and builds Data
+   Docs (link in the task log). On failure the file is moved to
+   `quarantine/transactions/date=<ds>/` with `reason.json`; nothing reaches the lake.
 4. **publish_partition**: normalises to the raw schema and atomically replaces
    `lake/transactions/date=<ds>/`, then emits the `fraudflow_lake_transactions` Asset
    that downstream DAGs are scheduled on.
@@ -33,7 +37,11 @@ SETTINGS = get_settings()
     start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=True,
     max_active_runs=4,
-    default_args={"owner": "fraudflow", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={
+        "owner": "fraudflow",
+        "retries": SETTINGS.task_retries,
+        "retry_delay": dt.timedelta(seconds=SETTINGS.task_retry_delay_seconds),
+    },
     tags=["fraudflow", "ingestion"],
     doc_md=__doc__,
 )
@@ -50,10 +58,11 @@ def ingest_transactions():
         from pathlib import Path
 
         from fraudflow import ingest
+        from fraudflow.landing import BatchParseError
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
 
-        with fail_without_retry(ingest.BatchParseError):
+        with fail_without_retry(BatchParseError):
             staged = ingest.load_landing_file(
                 get_settings(), day=dt.date.fromisoformat(ds), source=Path(source), run_id=run_id
             )
@@ -62,7 +71,7 @@ def ingest_transactions():
     @task
     def validate_batch(staged: dict, run_id: str | None = None) -> dict:
         from fraudflow import validation
-        from fraudflow.ingest import StagedBatch
+        from fraudflow.landing import StagedBatch
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
 
@@ -73,11 +82,12 @@ def ingest_transactions():
     @task(outlets=[LAKE_TRANSACTIONS])
     def publish_partition(staged: dict, validation: dict, run_id: str | None = None, outlet_events=None) -> dict:
         from fraudflow import ingest
+        from fraudflow.landing import StagedBatch
         from fraudflow.settings import get_settings
 
         published = ingest.publish_partition(
             get_settings(),
-            staged=ingest.StagedBatch.model_validate(staged),
+            staged=StagedBatch.model_validate(staged),
             run_id=run_id,
             validation_id=validation["validation_id"],
         )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fraudflow.ingest import BatchParseError, LandingError, find_landing_file, read_batch
+from fraudflow.landing import BatchParseError, LandingError, find_landing_file, read_batch
 from fraudflow.schema import RAW_COLUMNS, SchemaError, normalise_transactions
 from fraudflow.settings import Profile, Settings
 
@@ -57,8 +57,19 @@ def test_everything_lives_under_one_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "h"))
     s = Settings()
     assert s.profile is Profile.local
-    paths = [s.landing_dir, s.lake_dir, s.quarantine_dir, s.airflow_home, s.feast_dir, s.bentoml_home,
-             s.reports_dir, s.mlflow_artifacts_dir, s.lineage_log, s.staging_dir, s.gx_dir]
+    paths = [
+        s.landing_dir,
+        s.lake_dir,
+        s.quarantine_dir,
+        s.airflow_home,
+        s.feast_dir,
+        s.bentoml_home,
+        s.reports_dir,
+        s.mlflow_artifacts_dir,
+        s.lineage_log,
+        s.staging_dir,
+        s.gx_dir,
+    ]
     assert all(p.is_relative_to(tmp_path / "h") for p in paths)
     assert s.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'h' / 'mlflow' / 'mlflow.db'}"
     assert not (tmp_path / "h").exists(), "reading settings must not create folders"

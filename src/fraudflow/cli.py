@@ -13,9 +13,13 @@ from rich.table import Table
 
 from fraudflow.settings import get_settings
 
-# Bound to a duplicate of the terminal's descriptor: while Airflow runs in-process its
-# logs are sent to a file (fd-level), and progress must still reach the person.
-console = Console(file=os.fdopen(os.dup(1), "w", buffering=1, closefd=True))
+console = Console()
+
+
+def _terminal_console() -> Console:
+    """A console on a duplicate of the terminal's descriptor: while Airflow runs in-process
+    its logs are sent to a file (fd-level), and progress must still reach the person."""
+    return Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
 
 
 def _date(_ctx, _param, value):
@@ -87,9 +91,10 @@ def ingest(start, end) -> None:
     """Run the ingest_transactions DAG (real Airflow, dag.test) for each date of a range."""
     from fraudflow.demo import ingest_days
 
-    outcomes = ingest_days(get_settings(), start=start, end=end, console=console)
+    terminal = _terminal_console()
+    outcomes = ingest_days(get_settings(), start=start, end=end, console=terminal)
     failed = [o for o in outcomes if o.state != "success"]
-    console.print(f"ingested {len(outcomes) - len(failed)}/{len(outcomes)} days")
+    terminal.print(f"ingested {len(outcomes) - len(failed)}/{len(outcomes)} days")
     sys.exit(1 if failed else 0)
 
 
@@ -102,8 +107,46 @@ def demo(days, customers, terminals, seed) -> None:
     """The main job on embedded defaults: simulate, ingest every day through Airflow, summarise."""
     from fraudflow.demo import DemoConfig, run_demo
 
-    ok = run_demo(get_settings(), DemoConfig(days=days, customers=customers, terminals=terminals, seed=seed), console)
+    config = DemoConfig(days=days, customers=customers, terminals=terminals, seed=seed)
+    ok = run_demo(get_settings(), config, _terminal_console())
     sys.exit(0 if ok else 1)
+
+
+@main.group()
+def quarantine() -> None:
+    """Files the validation gate rejected: list them, release a fixed one back to landing."""
+
+
+@quarantine.command("list")
+def quarantine_list() -> None:
+    """Quarantined days with their reason and report paths."""
+    from fraudflow.quarantine import list_quarantined
+
+    records = list_quarantined(get_settings())
+    if not records:
+        console.print("quarantine is empty")
+        return
+    table = Table(title="quarantined landing files")
+    for col in ("day", "stage", "file", "reason", "data docs"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(str(r.day), r.stage, r.file, r.summary[:300], "\n".join(r.data_docs) or "-")
+    console.print(table)
+
+
+@quarantine.command("release")
+@click.argument("day", callback=_date)
+def quarantine_release(day) -> None:
+    """Move DAY's quarantined file back to landing so ingest_transactions re-validates it."""
+    from fraudflow.quarantine import ReleaseError, release_quarantined
+
+    try:
+        target = release_quarantined(get_settings(), day)
+    except ReleaseError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(
+        f"released to {target}; re-run ingest_transactions for {day} (e.g. fraudflow ingest --start {day} --end {day})"
+    )
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

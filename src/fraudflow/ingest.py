@@ -1,55 +1,39 @@
-"""Daily ingestion: find a day's landing file, snapshot it, and publish it to the lake.
+"""Daily ingestion: snapshot a day's landing file, then publish it to the lake.
 
-The landing zone is where source systems (or users) drop one file per day, parquet or CSV.
-Ingestion never reads a landing file twice: it copies the bytes to staging first, so the
-validation and the published partition both come from the same checksummed snapshot even
-if someone rewrites the landing file mid-run. Publishing replaces the day's file with one
-``os.replace``: readers see the old partition or the new one, never half of either, and a
-re-run of a day replaces it instead of appending.
+Publishing replaces the day's file with one ``os.replace``: readers see the old partition or
+the new one, never half of either, and a re-run of a day replaces it instead of appending.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from fraudflow.landing import (
+    LANDING_SUFFIXES,
+    BatchParseError,
+    StagedBatch,
+    discard_staging,
+    file_sha256,
+    read_batch,
+    safe_run_id,
+)
 from fraudflow.lineage import record_lineage
+from fraudflow.quarantine import quarantine_landing_file
 from fraudflow.schema import LAKE_SCHEMA, normalise_transactions, partition_id, to_arrow
 from fraudflow.settings import Settings
 
-LANDING_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
 PARTITION_FILE = "part-0.parquet"
 PARTITION_MANIFEST = "_partition.json"
-
-
-class LandingError(RuntimeError):
-    """The landing folder of a day is missing, empty, or ambiguous."""
-
-
-class BatchParseError(ValueError):
-    """A landing file is not a readable table (truncated, empty, wrong delimiter, ...)."""
-
-
-class StagedBatch(BaseModel):
-    day: dt.date
-    source_file: str
-    staged_file: str
-    format: Literal["parquet", "csv"]
-    sha256: str
-    size_bytes: int
-    rows: int
 
 
 class PublishedPartition(BaseModel):
@@ -57,6 +41,8 @@ class PublishedPartition(BaseModel):
     day: dt.date
     path: str
     rows: int
+    fraud_rate: float
+    amount_mean: float
     source_file: str
     source_sha256: str
     data_sha256: str
@@ -65,86 +51,41 @@ class PublishedPartition(BaseModel):
     published_at: dt.datetime
 
 
-def landing_folder(settings: Settings, day: dt.date) -> Path:
-    return settings.landing_dir / f"date={day.isoformat()}"
-
-
-def find_landing_file(settings: Settings, day: dt.date) -> Path | None:
-    """The day's landing file, or None while it has not arrived.
-
-    Raises:
-        LandingError: more than one candidate file (which one is the day would be a guess).
-    """
-    folder = landing_folder(settings, day)
-    if not folder.is_dir():
-        return None
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in LANDING_SUFFIXES
-    )
-    if len(files) > 1:
-        raise LandingError(f"{len(files)} landing files for {day} in {folder}: {[f.name for f in files]}; keep one")
-    return files[0] if files else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_batch(path: Path) -> pd.DataFrame:
-    """Parse a landing file as it is (no type coercion: validation judges the raw types)."""
-    fmt = LANDING_SUFFIXES.get(path.suffix)
-    try:
-        if path.stat().st_size == 0:
-            raise BatchParseError(f"{path.name} is empty (0 bytes)")
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        if fmt == "csv":
-            return pd.read_csv(path)
-    except BatchParseError:
-        raise
-    except Exception as exc:  # pyarrow/pandas raise a dozen types for unreadable bytes
-        raise BatchParseError(f"cannot parse {path.name} as {fmt}: {type(exc).__name__}: {exc}") from exc
-    raise BatchParseError(f"{path.name}: unsupported file type {path.suffix!r} (use .parquet or .csv)")
-
-
-def _safe(run_id: str | None) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id or "adhoc")
-
-
 def load_landing_file(settings: Settings, *, day: dt.date, source: Path, run_id: str | None) -> StagedBatch:
     """Snapshot the landing file into staging and check it parses as a table.
 
     Raises:
-        BatchParseError: the bytes are not a readable table; the landing file is untouched.
+        BatchParseError: the bytes are not a readable table; the file is quarantined first
+            with the parse error as its reason.
     """
-    staged_dir = settings.staging_dir / _safe(run_id) / f"date={day.isoformat()}"
+    staged_dir = settings.staging_dir / safe_run_id(run_id) / f"date={day.isoformat()}"
     staged_dir.mkdir(parents=True, exist_ok=True)
-    staged = staged_dir / source.name
-    shutil.copyfile(source, staged)
-    frame = read_batch(staged)
-    return StagedBatch(
+    staged_path = staged_dir / source.name
+    shutil.copyfile(source, staged_path)
+    staged = StagedBatch(
         day=day,
         source_file=str(source),
-        staged_file=str(staged),
+        staged_file=str(staged_path),
         format=LANDING_SUFFIXES[source.suffix],
-        sha256=file_sha256(staged),
-        size_bytes=staged.stat().st_size,
-        rows=len(frame),
+        sha256=file_sha256(staged_path),
+        size_bytes=staged_path.stat().st_size,
+        rows=0,
     )
-
-
-def discard_staging(staged: StagedBatch) -> None:
-    """Remove a run's staged snapshot (and the run's staging folder once it is empty)."""
-    day_dir = Path(staged.staged_file).parent
-    shutil.rmtree(day_dir, ignore_errors=True)
     try:
-        day_dir.parent.rmdir()
-    except OSError:
-        pass  # other days of the same run are still staged
+        staged.rows = len(read_batch(staged_path))
+    except BatchParseError as exc:
+        record = quarantine_landing_file(
+            settings,
+            staged=staged,
+            stage="parse",
+            summary=str(exc),
+            failures=[{"expectation": "file parses as a table", "error": str(exc)}],
+            data_docs=[],
+            validation_id=None,
+            run_id=run_id,
+        )
+        raise BatchParseError(f"{source} quarantined to {record.folder}: {exc}") from exc
+    return staged
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -176,6 +117,8 @@ def publish_partition(
         day=staged.day,
         path=str(target),
         rows=len(frame),
+        fraud_rate=float(frame["TX_FRAUD"].mean()) if len(frame) else 0.0,
+        amount_mean=float(frame["TX_AMOUNT"].mean()) if len(frame) else 0.0,
         source_file=staged.source_file,
         source_sha256=staged.sha256,
         data_sha256=file_sha256(target),
@@ -201,6 +144,12 @@ def publish_partition(
 def read_partition_manifest(settings: Settings, day: dt.date) -> PublishedPartition | None:
     path = settings.transactions_dir / f"date={day.isoformat()}" / PARTITION_MANIFEST
     return PublishedPartition.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def recent_partitions(settings: Settings, day: dt.date, limit: int) -> list[PublishedPartition]:
+    """Manifests of up to ``limit`` published partitions before ``day``, newest first."""
+    earlier = [d for d in list_partitions(settings) if d < day][-limit:]
+    return [m for m in (read_partition_manifest(settings, d) for d in reversed(earlier)) if m is not None]
 
 
 def list_partitions(settings: Settings) -> list[dt.date]:

@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     start_date: dt.date = dt.date(2018, 4, 1)
     landing_timeout_seconds: int = Field(6 * 3600, ge=1)
     landing_poke_seconds: int = Field(60, ge=1)
+    task_retries: int = Field(2, ge=0)
+    task_retry_delay_seconds: int = Field(120, ge=0)
+
+    # Validation (Great Expectations suites in expectations/ take these as parameters)
+    time_origin: dt.date = dt.date(2018, 4, 1)  # TX_TIME_DAYS / TX_TIME_SECONDS count from here
+    amount_ceiling: float = Field(50_000.0, gt=0)
+    history_partitions: int = Field(7, ge=1)  # trailing partitions the batch bands are built on
+    history_min_partitions: int = Field(3, ge=1)  # fewer than this: absolute bounds instead
+    rows_band: tuple[float, float] = (0.5, 2.0)  # x trailing mean row count
+    fraud_rate_band: float = Field(4.0, gt=1)  # max fraud rate = max(x * trailing mean, mean + margin)
+    fraud_rate_margin: float = Field(0.05, ge=0)
+    amount_mean_band: tuple[float, float] = (0.5, 2.0)  # x trailing mean amount
+    absolute_rows: tuple[int, int] = (1, 1_000_000)
+    absolute_fraud_rate_max: float = 0.2
+    absolute_amount_mean: tuple[float, float] = (1.0, 5_000.0)
 
     # Production profile endpoints (filled by the production issue; unused when local).
     postgres_url: str | None = None
