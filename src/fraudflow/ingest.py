@@ -88,7 +88,7 @@ def load_landing_file(settings: Settings, *, day: dt.date, source: Path, run_id:
     return staged
 
 
-def _write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
@@ -111,7 +111,7 @@ def publish_partition(
     folder = settings.transactions_dir / f"date={staged.day.isoformat()}"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / PARTITION_FILE
-    _write_atomically(target, lambda tmp: pq.write_table(to_arrow(frame), tmp, compression="zstd"))
+    write_atomically(target, lambda tmp: pq.write_table(to_arrow(frame), tmp, compression="zstd"))
     published = PublishedPartition(
         partition_id=partition_id(staged.day),
         day=staged.day,
@@ -126,7 +126,7 @@ def publish_partition(
         validation_id=validation_id,
         published_at=dt.datetime.now(dt.UTC),
     )
-    _write_atomically(
+    write_atomically(
         folder / PARTITION_MANIFEST,
         lambda tmp: tmp.write_text(json.dumps(published.model_dump(mode="json"), indent=2)),
     )

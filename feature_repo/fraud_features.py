@@ -1,0 +1,90 @@
+"""What fraudflow's feature store holds (where it lives: feature_store.yaml).
+
+The offline tables are the lake's daily feature partitions written by
+``fraudflow.features.build_features``: one row per entity and transaction time, so a
+point-in-time join on a transaction's timestamp returns the handbook's value for it.
+"""
+
+from datetime import timedelta
+
+import pandas as pd
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64, Int64, UnixTimestamp
+
+from fraudflow.features import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
+from fraudflow.settings import get_settings
+
+_settings = get_settings()
+
+# A card (the handbook's customer): spending windows are keyed on it.
+customer = Entity(name="customer", join_keys=["CUSTOMER_ID"], value_type=ValueType.STRING)
+# A merchant terminal: fraud risk windows are keyed on it.
+terminal = Entity(name="terminal", join_keys=["TERMINAL_ID"], value_type=ValueType.STRING)
+
+customer_spending_source = FileSource(
+    name="customer_spending_source",
+    path=str(feature_dir(_settings, "customer")),
+    timestamp_field="event_timestamp",
+)
+terminal_risk_source = FileSource(
+    name="terminal_risk_source",
+    path=str(feature_dir(_settings, "terminal")),
+    timestamp_field="event_timestamp",
+)
+
+# Counts and mean amounts over 1/7/30 days, current transaction included. TTL: the 30-day
+# window plus a day; an older row describes an empty window, so serving falls back to defaults.
+customer_spending_fv = FeatureView(
+    name="customer_spending",
+    entities=[customer],
+    ttl=timedelta(days=31),
+    schema=[Field(name=f, dtype=Int64 if "_NB_TX_" in f else Float64) for f in CUSTOMER_FEATURES],
+    source=customer_spending_source,
+    online=True,
+    tags={"owner": "fraudflow", "windows": "1,7,30 days"},
+)
+
+# Transaction counts and fraud shares over 1/7/30 days behind the 7-day label delay.
+# TTL: delay + 30-day window + a day.
+terminal_risk_fv = FeatureView(
+    name="terminal_risk",
+    entities=[terminal],
+    ttl=timedelta(days=38),
+    schema=[Field(name=f, dtype=Int64 if "_NB_TX_" in f else Float64) for f in TERMINAL_FEATURES],
+    source=terminal_risk_source,
+    online=True,
+    tags={"owner": "fraudflow", "label_delay_days": "7"},
+)
+
+# What the caller sends with each transaction (the scoring API's own field names).
+transaction_request = RequestSource(
+    name="transaction_request",
+    schema=[Field(name="tx_amount", dtype=Float64), Field(name="tx_datetime", dtype=UnixTimestamp)],
+)
+
+
+# Amount, weekend and night flags: the same function in training and serving.
+@on_demand_feature_view(
+    sources=[transaction_request],
+    schema=[
+        Field(name="TX_AMOUNT", dtype=Float64),
+        Field(name="TX_DURING_WEEKEND", dtype=Int64),
+        Field(name="TX_DURING_NIGHT", dtype=Int64),
+    ],
+    mode="pandas",
+)
+def transaction_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    # Feast rebuilds this function from its source text, without this module's globals:
+    # the import must live in the body.
+    from fraudflow.features import request_time_features
+
+    return request_time_features(inputs["tx_amount"], inputs["tx_datetime"])
+
+
+# The model's 15 inputs; versioned because models are trained against a fixed list.
+fraud_detection_v1 = FeatureService(
+    name="fraud_detection_v1",
+    features=[transaction_request_features, customer_spending_fv, terminal_risk_fv],
+    tags={"model_inputs": "15"},
+)

@@ -1,0 +1,216 @@
+"""The evaluation gate: may a trained candidate replace the champion?
+
+A plain function of scores on one evaluation frame, returning a typed verdict that lists every
+check, so the DAG task only decides what to do with it, and a rejection says which rule failed
+and by how much. Three kinds of check:
+
+- absolute floors, so a candidate is never promoted just because the champion is also bad;
+- non-inferiority on AP against the champion, judged on the lower bound of a paired bootstrap
+  interval rather than the point difference, so noise alone neither blocks nor admits a model,
+  while a real loss beyond the margin does block it;
+- per-slice guards, because an average can hide a model that stops catching one fraud
+  scenario or one amount range entirely.
+
+Without a champion (the first model) only the floors decide; the champion checks are still
+listed, as skipped, so every verdict has the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from fraudflow.evaluation import Metrics, bootstrap_ap_difference, evaluate_scores, slice_metrics
+from fraudflow.features import LABEL
+
+FLOOR_AP = "min_average_precision"
+FLOOR_AUC = "min_auc_roc"
+NON_INFERIORITY = "ap_non_inferiority"
+SLICES = "slices"
+NO_CHAMPION = "no champion"
+
+
+class GateConfig(BaseModel):
+    min_average_precision: float = 0.50
+    min_auc_roc: float = 0.80
+    ap_tolerance: float = 0.03
+    """Non-inferiority margin: the CI lower bound of AP(challenger) - AP(champion) must exceed -this."""
+    bootstrap_confidence: float = 0.90
+    n_boot: int = 200
+    slice_tolerance: float = 0.05
+    """A slice may lose at most this much against the champion (AUC or AP, as the slice defines)."""
+    seed: int = 0
+
+
+class Check(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+    values: dict[str, Any] = {}
+    skipped: bool = False
+
+
+class GateVerdict(BaseModel):
+    passed: bool
+    candidate: str
+    checks: list[Check]
+    reason: str
+    metrics: Metrics
+    champion_metrics: Metrics | None = None
+    config: GateConfig
+
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_markdown(self) -> str:
+        """A readable report: verdict, reason, the table of checks and the headline metrics."""
+
+        def cell(text: object) -> str:
+            return str(text).replace("|", "\\|").replace("\n", " ")
+
+        lines = [
+            f"## Evaluation gate: {'PASSED' if self.passed else 'FAILED'} for `{self.candidate}`",
+            "",
+            f"**{'Passed' if self.passed else 'Rejected'}:** {self.reason}",
+            "",
+            "| check | result | detail |",
+            "|---|---|---|",
+        ]
+        for check in self.checks:
+            result = "skipped" if check.skipped else ("pass" if check.passed else "**FAIL**")
+            lines.append(f"| {cell(check.name)} | {result} | {cell(check.detail)} |")
+        lines += ["", "| metric | candidate | champion |", "|---|---|---|"]
+        for field in ("auc_roc", "average_precision", "card_precision_at_100", "n_transactions", "n_frauds"):
+            new = getattr(self.metrics, field)
+            old = getattr(self.champion_metrics, field) if self.champion_metrics else None
+            fmt = (lambda v: f"{v:.4f}") if isinstance(new, float) else str
+            lines.append(f"| {field} | {fmt(new)} | {'-' if old is None else fmt(old)} |")
+        return "\n".join(lines) + "\n"
+
+
+def _floor_checks(metrics: Metrics, config: GateConfig) -> list[Check]:
+    ap, auc = metrics.average_precision, metrics.auc_roc
+    return [
+        Check(
+            name=FLOOR_AP,
+            passed=ap >= config.min_average_precision,
+            detail=f"AP {ap:.4f} {'>=' if ap >= config.min_average_precision else '<'} "
+            f"{config.min_average_precision:.4f}",
+            values={"average_precision": ap, "threshold": config.min_average_precision},
+        ),
+        Check(
+            name=FLOOR_AUC,
+            passed=auc >= config.min_auc_roc,
+            detail=f"AUC ROC {auc:.4f} {'>=' if auc >= config.min_auc_roc else '<'} {config.min_auc_roc:.4f}",
+            values={"auc_roc": auc, "threshold": config.min_auc_roc},
+        ),
+    ]
+
+
+def _non_inferiority_check(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, config: GateConfig) -> Check:
+    boot = bootstrap_ap_difference(
+        y, challenger, champion, n_boot=config.n_boot, seed=config.seed, confidence=config.bootstrap_confidence
+    )
+    passed = boot.lower > -config.ap_tolerance
+    return Check(
+        name=NON_INFERIORITY,
+        passed=passed,
+        detail=f"AP difference {boot.point_difference:+.4f} (challenger - champion), "
+        f"{boot.confidence:.0%} CI [{boot.lower:+.4f}, {boot.upper:+.4f}] over {boot.n_boot} resamples; "
+        f"lower bound {'>' if passed else '<='} -{config.ap_tolerance:.4f}",
+        values=boot.model_dump() | {"margin": config.ap_tolerance},
+    )
+
+
+def _slice_check(frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, config: GateConfig) -> Check:
+    new = slice_metrics(frame, challenger)
+    old = slice_metrics(frame, champion)
+    compared: dict[str, dict[str, Any]] = {}
+    dropped = []
+    for name in [n for n in new if n in old]:
+        delta = new[name]["value"] - old[name]["value"]
+        compared[name] = {
+            "metric": new[name]["metric"],
+            "challenger": new[name]["value"],
+            "champion": old[name]["value"],
+            "delta": delta,
+            "n": new[name]["n"],
+            "n_frauds": new[name]["n_frauds"],
+        }
+        if new[name]["value"] < old[name]["value"] - config.slice_tolerance:
+            dropped.append(
+                f"{name} ({new[name]['metric']} {old[name]['value']:.4f} -> {new[name]['value']:.4f}, {delta:+.4f})"
+            )
+    if dropped:
+        detail = f"dropped more than {config.slice_tolerance:.4f}: " + "; ".join(dropped)
+    else:
+        detail = f"all {len(compared)} slices within {config.slice_tolerance:.4f} of the champion"
+    return Check(name=SLICES, passed=not dropped, detail=detail, values=compared)
+
+
+def _reason(checks: list[Check]) -> str:
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return "all checks passed"
+    return "failed " + "; ".join(f"{c.name} ({c.detail})" for c in failed) + "."
+
+
+def evaluate_gate(
+    *,
+    candidate: str,
+    frame: pd.DataFrame,
+    challenger_scores: np.ndarray,
+    champion_scores: np.ndarray | None,
+    config: GateConfig,
+) -> GateVerdict:
+    """Judge a candidate on one evaluation frame, against the floors and the champion if any.
+
+    Checks, all listed in the verdict:
+        - ``min_average_precision`` / ``min_auc_roc``: the challenger's pooled AP and AUC ROC
+          reach the configured floors.
+        - ``ap_non_inferiority`` (champion only): the lower bound of the paired bootstrap
+          interval of AP(challenger) - AP(champion) is above ``-ap_tolerance``.
+        - ``slices`` (champion only): on every slice of :func:`slice_metrics` present for
+          both, challenger >= champion - ``slice_tolerance``.
+
+    Args:
+        candidate: the candidate's name (a model version or run id), for the report.
+        frame: evaluation rows with ``TX_FRAUD``, ``CUSTOMER_ID``, ``TX_TIME_DAYS`` and, for
+            the slices, ``TX_FRAUD_SCENARIO`` and ``TX_AMOUNT``.
+        challenger_scores: the candidate's scores, aligned with the rows of ``frame``.
+        champion_scores: the current champion's scores on the same rows, or None.
+        config: thresholds, margins and bootstrap settings.
+
+    Raises:
+        ValueError: as :func:`fraudflow.evaluation.evaluate_scores` (missing columns,
+            misaligned scores, one class only).
+    """
+    metrics = evaluate_scores(frame, challenger_scores)
+    checks = _floor_checks(metrics, config)
+    champion_metrics = None
+    if champion_scores is None:
+        checks += [
+            Check(name=NON_INFERIORITY, passed=True, detail=NO_CHAMPION, skipped=True),
+            Check(name=SLICES, passed=True, detail=NO_CHAMPION, skipped=True),
+        ]
+    else:
+        champion_metrics = evaluate_scores(frame, champion_scores)
+        y = frame[LABEL].to_numpy()
+        challenger = np.asarray(challenger_scores, dtype=float)
+        champion = np.asarray(champion_scores, dtype=float)
+        checks += [
+            _non_inferiority_check(y, challenger, champion, config),
+            _slice_check(frame, challenger, champion, config),
+        ]
+    return GateVerdict(
+        passed=all(c.passed for c in checks),
+        candidate=candidate,
+        checks=checks,
+        reason=_reason(checks),
+        metrics=metrics,
+        champion_metrics=champion_metrics,
+        config=config,
+    )

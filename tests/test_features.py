@@ -1,0 +1,174 @@
+"""Features are correct in time (no leak), incremental, and identical offline and online."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudflow import feature_store as fs
+from fraudflow.features import (
+    CUSTOMER_FEATURES,
+    MODEL_INPUTS,
+    TERMINAL_FEATURES,
+    build_features,
+    compute_features,
+    request_time_features,
+    stale_feature_days,
+)
+from fraudflow.schema import normalise_transactions
+from fraudflow.simulate import SimulationConfig, simulate_transactions
+from tests.helpers import publish_history
+
+T0 = pd.Timestamp("2018-04-02")
+
+
+def _tx(rows):
+    frame = pd.DataFrame(rows, columns=["TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"])
+    frame["TRANSACTION_ID"] = range(len(frame))
+    frame["TX_TIME_SECONDS"] = ((frame["TX_DATETIME"] - pd.Timestamp("2018-04-01")).dt.total_seconds()).astype(int)
+    frame["TX_TIME_DAYS"] = frame["TX_TIME_SECONDS"] // 86400
+    frame["TX_FRAUD_SCENARIO"] = frame["TX_FRAUD"]
+    return normalise_transactions(frame[list(dict.fromkeys(["TRANSACTION_ID", *frame.columns]))])
+
+
+@pytest.fixture(scope="module")
+def leaky_case():
+    """A history built so that any leak changes a value: a big future amount right after a
+    small one, and a terminal fraud whose label is inside the delay for one later tx."""
+    return _tx(
+        [
+            (T0 + pd.Timedelta(hours=10), "c1", "t1", 10.0, 1),  # terminal t1's fraud at day 0
+            (T0 + pd.Timedelta(hours=12), "c1", "t2", 1000.0, 0),  # after c1's first tx
+            (T0 + pd.Timedelta(days=5, hours=9), "c2", "t1", 20.0, 0),  # t1 fraud label still inside delay
+            (T0 + pd.Timedelta(days=7, hours=11), "c2", "t1", 30.0, 0),  # day-0 fraud now 7d1h old
+            (T0 + pd.Timedelta(days=40, hours=11), "c2", "t1", 40.0, 0),  # out of every window
+        ]
+    )
+
+
+def test_window_values_by_hand(leaky_case):
+    feats = compute_features(leaky_case)
+    cust = feats["customer"].set_index("TRANSACTION_ID")
+    term = feats["terminal"].set_index("TRANSACTION_ID")
+    # c1 at 10:00 sees only itself, never the 1000.0 at 12:00.
+    assert cust.loc[0, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert cust.loc[0, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 10.0
+    assert cust.loc[1, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 505.0  # current tx included
+    # Day 5 at t1: the day-0 fraud is inside the 7-day label delay: invisible.
+    assert term.loc[2, ["TERMINAL_ID_NB_TX_30DAY_WINDOW", "TERMINAL_ID_RISK_30DAY_WINDOW"]].tolist() == [0, 0.0]
+    # Day 7 + 1h: the day-0 fraud (7 d 1 h earlier) is in (t - 8d, t - 7d]: counted, risk 1.
+    assert term.loc[3, "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert term.loc[3, "TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+    # Day 40: the day-0 fraud is older than delay + 30 days; the genuine day-5/7 txs count.
+    assert term.loc[4, ["TERMINAL_ID_NB_TX_30DAY_WINDOW", "TERMINAL_ID_RISK_30DAY_WINDOW"]].tolist() == [2, 0.0]
+
+
+@pytest.fixture(scope="module")
+def history():
+    return normalise_transactions(
+        simulate_transactions(SimulationConfig(days=50, customers=300, terminals=600, seed=5))
+    )
+
+
+def test_no_value_uses_the_future(history):
+    """Truncating history after t changes no feature at or before t."""
+    cut = pd.Timestamp("2018-05-01 12:00")
+    full = compute_features(history)
+    past = compute_features(history[history["TX_DATETIME"] <= cut])
+    for table, cols in (("customer", CUSTOMER_FEATURES), ("terminal", TERMINAL_FEATURES)):
+        a = full[table].set_index("TRANSACTION_ID").loc[past[table]["TRANSACTION_ID"], cols]
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), past[table][cols].reset_index(drop=True))
+
+
+def test_terminal_risk_ignores_labels_inside_the_delay(history):
+    """Flipping every label younger than 7 days at t_max changes no terminal feature of a
+    transaction at or before t_max (each one's delay region covers those labels)."""
+    t_max = pd.Timestamp("2018-05-10 12:00")
+    flipped = history.copy()
+    young = flipped["TX_DATETIME"] > t_max - pd.Timedelta(days=7)
+    flipped.loc[young, "TX_FRAUD"] = 1 - flipped.loc[young, "TX_FRAUD"]
+    ids = history.loc[history["TX_DATETIME"].between(t_max - pd.Timedelta(hours=12), t_max), "TRANSACTION_ID"]
+    a = compute_features(history)["terminal"].set_index("TRANSACTION_ID").loc[ids, TERMINAL_FEATURES]
+    b = compute_features(flipped)["terminal"].set_index("TRANSACTION_ID").loc[ids, TERMINAL_FEATURES]
+    pd.testing.assert_frame_equal(a, b)
+    assert len(ids) > 100 and a["TERMINAL_ID_RISK_30DAY_WINDOW"].gt(0).any()
+
+
+def test_request_time_flags():
+    when = pd.Series(pd.to_datetime(["2018-04-07 06:59", "2018-04-09 07:00", "2018-04-08 00:00"]))  # Sat, Mon, Sun
+    out = request_time_features(pd.Series([1.0, 2.0, 3.0]), when)
+    assert out["TX_DURING_WEEKEND"].tolist() == [1, 0, 1]
+    assert out["TX_DURING_NIGHT"].tolist() == [1, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def store_home(tmp_path_factory, history):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("feast") / "home"))
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        publish_history(settings, history)
+        yield settings
+
+
+def test_incremental_build_recomputes_only_what_changed(store_home, history):
+    settings = store_home
+    first = build_features(settings)
+    assert len(first.days) == 50 and first.rows["customer"] == len(history)
+    assert stale_feature_days(settings) == [] and build_features(settings).days == []
+    # Re-publishing identical bytes changes nothing; a corrected day 10 invalidates day 10 and
+    # the 37 days after it (its windows' reach), nothing before.
+    day10 = dt.date(2018, 4, 11)
+    publish_history(settings, history[history["TX_DATETIME"].dt.date == day10])
+    assert stale_feature_days(settings) == []
+    corrected = history[history["TX_DATETIME"].dt.date == day10].copy()
+    corrected.loc[corrected.index[0], "TX_AMOUNT"] += 1.0
+    publish_history(settings, corrected)
+    stale = stale_feature_days(settings)
+    assert stale == [day10 + dt.timedelta(days=i) for i in range(38)]
+
+
+def test_historical_features_equal_direct_computation_and_online_matches_offline(store_home, history):
+    settings = store_home
+    build_features(settings)
+    fs.apply_feature_repo(settings)
+    sample = history[history["TX_DATETIME"].dt.date == dt.date(2018, 5, 15)].head(300)
+    joined = fs.historical_features(settings, sample).set_index("TRANSACTION_ID")
+    direct = compute_features(history)
+    for table, cols in (("customer", CUSTOMER_FEATURES), ("terminal", TERMINAL_FEATURES)):
+        expected = direct[table].set_index("TRANSACTION_ID").loc[joined.index, cols]
+        np.testing.assert_allclose(joined[cols].to_numpy(float), expected.to_numpy(float), rtol=0, atol=1e-12)
+
+    # Parity: after materializing up to T, the online store answers what the offline store
+    # answers as of T, for sampled customers and terminals.
+    end = dt.datetime(2018, 5, 21, tzinfo=dt.UTC)
+    fs.materialize_online(settings, end=end)
+    rng = np.random.default_rng(0)
+    pairs = history.iloc[rng.choice(len(history), 60, replace=False)][["CUSTOMER_ID", "TERMINAL_ID"]]
+    pairs = pairs.drop_duplicates("CUSTOMER_ID").drop_duplicates("TERMINAL_ID").head(40)
+    requests = [
+        {"CUSTOMER_ID": c, "TERMINAL_ID": t, "tx_amount": 12.5, "tx_datetime": end}
+        for c, t in pairs.itertuples(index=False)
+    ]
+    online = fs.online_features(fs.open_store(settings), requests)
+    as_of = pd.DataFrame(
+        {
+            "TRANSACTION_ID": range(len(pairs)),
+            "CUSTOMER_ID": pairs["CUSTOMER_ID"].to_numpy(),
+            "TERMINAL_ID": pairs["TERMINAL_ID"].to_numpy(),
+            "TX_DATETIME": pd.Timestamp(end.replace(tzinfo=None) - dt.timedelta(microseconds=1)),
+            "TX_AMOUNT": 12.5,
+            "TX_TIME_DAYS": 0,
+            "TX_FRAUD": 0,
+            "TX_FRAUD_SCENARIO": 0,
+        }
+    )
+    offline = fs.historical_features(settings, as_of)
+    for col in CUSTOMER_FEATURES + TERMINAL_FEATURES:
+        np.testing.assert_allclose(online[col].fillna(0).to_numpy(float), offline[col].to_numpy(float), err_msg=col)
+    assert set(MODEL_INPUTS) <= set(online.columns)
+    assert online["TX_AMOUNT"].eq(12.5).all()

@@ -1,0 +1,107 @@
+"""The evaluation gate on seeded synthetic models of known quality (real computations)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fraudflow.gates import GateConfig, GateVerdict, evaluate_gate
+from tests.test_evaluation import noisy_scores, synthetic_frame
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return synthetic_frame(n=40_000, seed=21)
+
+
+@pytest.fixture(scope="module")
+def y(frame):
+    return frame["TX_FRAUD"].to_numpy()
+
+
+def checks_by_name(verdict: GateVerdict):
+    return {c.name: c for c in verdict.checks}
+
+
+def test_good_model_passes_without_champion(frame, y):
+    verdict = evaluate_gate(
+        candidate="v1",
+        frame=frame,
+        challenger_scores=noisy_scores(y, 0.2, 1),
+        champion_scores=None,
+        config=GateConfig(),
+    )
+    assert verdict.passed, verdict.reason
+    assert verdict.reason == "all checks passed"
+    checks = checks_by_name(verdict)
+    assert list(checks) == ["min_average_precision", "min_auc_roc", "ap_non_inferiority", "slices"]
+    for name in ("ap_non_inferiority", "slices"):
+        assert checks[name].passed and checks[name].skipped and checks[name].detail == "no champion"
+    assert verdict.champion_metrics is None
+    report = verdict.to_markdown()
+    assert "PASSED" in report and "| ap_non_inferiority | skipped | no champion |" in report
+
+
+def test_random_scores_fail_the_floors(frame, y):
+    scores = np.random.default_rng(2).random(len(y))
+    verdict = evaluate_gate(
+        candidate="random", frame=frame, challenger_scores=scores, champion_scores=None, config=GateConfig()
+    )
+    assert not verdict.passed
+    checks = checks_by_name(verdict)
+    assert not checks["min_average_precision"].passed and not checks["min_auc_roc"].passed
+    assert "min_average_precision" in verdict.reason and "min_auc_roc" in verdict.reason
+    assert "**FAIL**" in verdict.to_markdown()
+
+
+def test_clearly_worse_challenger_fails_non_inferiority_despite_passing_floors(frame, y):
+    champion, challenger = noisy_scores(y, 0.2, 3), noisy_scores(y, 0.3, 4)
+    verdict = evaluate_gate(
+        candidate="worse", frame=frame, challenger_scores=challenger, champion_scores=champion, config=GateConfig()
+    )
+    checks = checks_by_name(verdict)
+    assert checks["min_average_precision"].passed and checks["min_auc_roc"].passed
+    assert not checks["ap_non_inferiority"].passed
+    assert checks["ap_non_inferiority"].values["upper"] < -0.03
+    assert "ap_non_inferiority" in verdict.reason and not verdict.passed
+    assert "CI [" in checks["ap_non_inferiority"].detail
+
+
+def test_equal_models_pass_champion_checks(frame, y):
+    scores = noisy_scores(y, 0.2, 5)
+    verdict = evaluate_gate(
+        candidate="same", frame=frame, challenger_scores=scores, champion_scores=scores.copy(), config=GateConfig()
+    )
+    assert verdict.passed, verdict.reason
+    checks = checks_by_name(verdict)
+    assert checks["ap_non_inferiority"].values["lower"] == 0.0
+    assert not checks["slices"].skipped and checks["slices"].values  # slices were compared
+    assert verdict.champion_metrics == verdict.metrics
+
+
+def test_challenger_losing_one_scenario_fails_slices_only():
+    # Scenario 3 is ~0.5% of the frauds here (5 of ~420), so losing it barely moves pooled AP
+    # (about -0.01, CI lower bound about -0.02 > -0.03) while its own AUC collapses.
+    frame = synthetic_frame(n=40_000, scenario_shares=(0.3, 0.695, 0.005), seed=22)
+    y = frame["TX_FRAUD"].to_numpy()
+    champion = noisy_scores(y, 0.2, 6)
+    challenger = champion.copy()
+    lost = frame["TX_FRAUD_SCENARIO"].to_numpy() == 3
+    assert lost.sum() >= 3
+    challenger[lost] -= 1.0  # its scenario-3 frauds now score like genuine transactions
+    verdict = evaluate_gate(
+        candidate="blind_to_s3",
+        frame=frame,
+        challenger_scores=challenger,
+        champion_scores=champion,
+        config=GateConfig(),
+    )
+    checks = checks_by_name(verdict)
+    assert checks["min_average_precision"].passed and checks["min_auc_roc"].passed
+    assert checks["ap_non_inferiority"].passed, checks["ap_non_inferiority"].detail
+    assert not checks["slices"].passed
+    assert "scenario_3" in checks["slices"].detail
+    assert checks["slices"].values["scenario_3"]["delta"] < -0.05
+    assert checks["slices"].values["scenario_2"]["delta"] == 0.0
+    assert not verdict.passed and verdict.reason.startswith("failed slices")
+    assert verdict.model_validate_json(verdict.model_dump_json()) == verdict  # JSON round trip for logging
