@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     absolute_fraud_rate_max: float = 0.2
     absolute_amount_mean: tuple[float, float] = (1.0, 5_000.0)
 
+    # Training
+    train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed
+    train_days: int = Field(7, ge=1)
+    delay_days: int = Field(7, ge=0)
+    test_days: int = Field(7, ge=1)
+    gate_min_average_precision: float = Field(0.50, ge=0, le=1)
+    gate_min_auc_roc: float = Field(0.80, ge=0, le=1)
+    gate_ap_tolerance: float = Field(0.03, ge=0)  # non-inferiority margin vs the champion
+    gate_slice_tolerance: float = Field(0.05, ge=0)
+
     # Production profile endpoints (filled by the production issue; unused when local).
     postgres_url: str | None = None
     redis_url: str | None = None

@@ -1,0 +1,146 @@
+"""
+### Train model
+
+Nightly (cron `FRAUDFLOW_TRAIN_SCHEDULE`, default 02:00) and on demand, e.g. by
+`monitor_drift` with `conf={"reason": ...}`. One run at a time.
+
+1. **build_training_set**: the handbook's split ending on the newest published day up to
+   the logical date (7 train days, 7-day label-delay gap, 7 test days; known-compromised
+   cards removed from test), features by Feast point-in-time join (`fraud_detection_v1`);
+   opens the MLflow parent run with the lineage (partitions, GX validation ids).
+2. **validate_training_set**: GX suite `training_set`.
+3. **train_candidate** (mapped: `xgboost`, `mlp`): one nested MLflow run each, with metrics
+   (AUC ROC, AP, CP@100), ROC/PR plots and the model in its MLflow flavour.
+4. **evaluate_gate**: floors, then non-inferiority and slices against the `champion`.
+5. **gate_passed**: short-circuit: a failed gate ends here, reason in the log and in MLflow
+   (tag `fraudflow.gate`), nothing registered, aliases untouched.
+6. **register_challenger**: new `fraud-detector` version, alias `challenger`, model card;
+   emits `fraudflow_model_challenger`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+
+from fraudflow.orchestration.assets import MODEL_CHALLENGER
+from fraudflow.settings import get_settings
+
+SETTINGS = get_settings()
+
+
+@dag(
+    schedule=SETTINGS.train_schedule,
+    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "fraudflow",
+        "retries": SETTINGS.task_retries,
+        "retry_delay": dt.timedelta(seconds=SETTINGS.task_retry_delay_seconds),
+    },
+    params={
+        "reason": Param("scheduled", type="string", description="why this run (drift checks set it)"),
+        "run_date": Param(None, type=["null", "string"], description="last test day (default: newest lake day)"),
+        "candidate_params": Param({}, type="object", description='per family, e.g. {"xgboost": {"n_estimators": 1}}'),
+        "shuffle_labels": Param(False, type="boolean", description="gate drill: train on shuffled labels"),
+    },
+    tags=["fraudflow", "training", "mlflow"],
+    doc_md=__doc__,
+)
+def train_model():
+    @task
+    def build_training_set(params: dict | None = None, logical_date=None, run_id: str | None = None) -> dict:
+        from fraudflow.ingest import list_partitions
+        from fraudflow.orchestration.failures import fail_without_retry
+        from fraudflow.settings import get_settings
+        from fraudflow.training import TrainingSetRejected, training_window
+        from fraudflow.training import build_training_set as build
+
+        settings = get_settings()
+        if params.get("run_date"):
+            run_date = dt.date.fromisoformat(params["run_date"])
+        else:
+            published = [d for d in list_partitions(settings) if d <= logical_date.date()]
+            run_date = published[-1] if published else logical_date.date()
+        window = training_window(
+            run_date, train_days=settings.train_days, delay_days=settings.delay_days, test_days=settings.test_days
+        )
+        with fail_without_retry(TrainingSetRejected):
+            ts = build(settings, run_date=run_date, run_id=run_id, reason=params["reason"], window=window)
+        return ts.model_dump(mode="json")
+
+    @task
+    def validate_training_set(training_set: dict, run_id: str | None = None) -> dict:
+        from fraudflow.orchestration.failures import fail_without_retry
+        from fraudflow.settings import get_settings
+        from fraudflow.training import TrainingSet, TrainingSetRejected
+        from fraudflow.training import validate_training_set as validate
+
+        with fail_without_retry(TrainingSetRejected):
+            validate(get_settings(), TrainingSet.model_validate(training_set), run_id=run_id)
+        return training_set
+
+    @task
+    def train_candidate(candidate: str, training_set: dict, params: dict | None = None) -> dict:
+        from fraudflow.settings import get_settings
+        from fraudflow.training import TrainingSet
+        from fraudflow.training import train_candidate as train
+
+        run = train(
+            get_settings(),
+            candidate=candidate,
+            training_set=TrainingSet.model_validate(training_set),
+            params=params["candidate_params"].get(candidate, {}),
+            shuffle_labels=params["shuffle_labels"],
+        )
+        return run.model_dump(mode="json")
+
+    @task
+    def evaluate_gate(training_set: dict, candidates: list[dict], run_id: str | None = None) -> dict:
+        from fraudflow.release import judge_candidates
+        from fraudflow.settings import get_settings
+        from fraudflow.training import CandidateRun, TrainingSet
+
+        decision = judge_candidates(
+            get_settings(),
+            training_set=TrainingSet.model_validate(training_set),
+            candidates=[CandidateRun.model_validate(c) for c in candidates],
+            run_id=run_id,
+        )
+        return decision.model_dump(mode="json")
+
+    @task.short_circuit
+    def gate_passed(decision: dict) -> bool:
+        import logging
+
+        log = logging.getLogger("fraudflow.gate")
+        if decision["passed"]:
+            log.info("gate passed for %s: %s", decision["best"]["candidate"], decision["reason"])
+        else:
+            log.warning("GATE FAILED, nothing registered: %s (report %s)", decision["reason"], decision["report_path"])
+        return decision["passed"]
+
+    @task(outlets=[MODEL_CHALLENGER])
+    def register_challenger(decision: dict, training_set: dict, params: dict | None = None, run_id=None) -> dict:
+        from fraudflow.release import GateDecision, register_best
+        from fraudflow.settings import get_settings
+        from fraudflow.training import TrainingSet
+
+        version = register_best(
+            get_settings(),
+            decision=GateDecision.model_validate(decision),
+            training_set=TrainingSet.model_validate(training_set),
+            run_id=run_id,
+            reason=params["reason"],
+        )
+        return version.model_dump(mode="json")
+
+    training_set = validate_training_set(build_training_set())
+    candidates = train_candidate.partial(training_set=training_set).expand(candidate=["xgboost", "mlp"])
+    decision = evaluate_gate(training_set, candidates)
+    gate_passed(decision) >> register_challenger(decision, training_set)
+
+
+train_model()

@@ -1,0 +1,277 @@
+"""One interface over the candidate model families, for training, the gates and serving.
+
+The training stage fits every family the same way (``CANDIDATES[name].fit(X, y, params)``),
+the evaluation gate scores them the same way (``predict_proba``), and serving loads any
+registered version without knowing its family (``load_candidate_model``): the family is
+read from the MLmodel file's flavours and the flavour's own loader is used. That matters
+because the generic pyfunc flavour of an XGBClassifier returns class labels, not
+probabilities, and a pickled torch module needs the full unpickler (``weights_only=False``).
+
+Inputs are strict: a frame must hold exactly ``MODEL_INPUTS`` in that order. A silently
+reordered or renamed column would still produce plausible-looking scores, so mismatches are
+errors that name the offending columns. Inputs are cast to float32, the dtype the logged
+signatures declare.
+
+The families' modules (xgboost, torch) are imported on first use, so a process that only
+serves one family does not pay for importing the other.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from fraudflow.features import MODEL_INPUTS
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+
+EXAMPLE_ROWS = 5  # rows of the input example stored with a logged model
+
+
+def input_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """``X`` as a float32 copy, after checking its columns are exactly ``MODEL_INPUTS`` in order.
+
+    Raises:
+        TypeError: ``X`` is not a DataFrame.
+        ValueError: columns are missing, unexpected, duplicated or out of order (the message
+            names them).
+    """
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError(f"model inputs must be a pandas DataFrame, got {type(X).__name__}")
+    columns = list(X.columns)
+    if columns != MODEL_INPUTS:
+        problems = []
+        if missing := [c for c in MODEL_INPUTS if c not in columns]:
+            problems.append(f"missing columns {missing}")
+        if unexpected := [c for c in columns if c not in MODEL_INPUTS]:
+            problems.append(f"unexpected columns {unexpected}")
+        if duplicated := sorted({c for c in columns if columns.count(c) > 1}, key=str):
+            problems.append(f"duplicated columns {duplicated}")
+        if not problems:
+            problems.append("columns out of order")
+        raise ValueError(
+            f"model inputs must be exactly MODEL_INPUTS in order (select X[MODEL_INPUTS]): {'; '.join(problems)}"
+        )
+    return X.astype(np.float32)
+
+
+def check_labels(y: np.ndarray, n_rows: int) -> np.ndarray:
+    """``y`` as a 1-D int8 array of 0/1, checked against the number of input rows.
+
+    Raises:
+        ValueError: wrong length or shape, values other than 0/1, or only one class present.
+    """
+    labels = np.asarray(y)
+    if labels.ndim != 1 or len(labels) != n_rows:
+        raise ValueError(f"labels must be 1-D with one value per input row ({n_rows}), got shape {labels.shape}")
+    values = set(np.unique(labels).tolist())
+    if not values <= {0, 1}:
+        raise ValueError(f"labels must be 0/1, got values {sorted(values, key=str)[:10]}")
+    if len(values) < 2:
+        raise ValueError(f"labels hold only class {values.pop() if values else 'none'}: a classifier needs both")
+    return labels.astype(np.int8)
+
+
+class CandidateSpec(ABC):
+    """A model family: how to fit, score, log to MLflow and load back one of its models."""
+
+    name: ClassVar[str]
+    flavor: ClassVar[str]  # the MLflow flavour its models are logged with
+
+    @property
+    @abstractmethod
+    def params_model(self) -> type[BaseModel]:
+        """The pydantic model of this family's hyper-parameters."""
+
+    @abstractmethod
+    def _fit(self, X: pd.DataFrame, y: np.ndarray, params: Any) -> Any: ...
+
+    @abstractmethod
+    def _predict(self, model: Any, X: pd.DataFrame) -> np.ndarray: ...
+
+    @abstractmethod
+    def _log(self, model: Any, **kwargs: Any) -> ModelInfo: ...
+
+    @abstractmethod
+    def load_model(self, model_uri: str) -> Any:
+        """Load a model of this family with its MLflow flavour's loader (probabilities, not labels)."""
+
+    def validate_params(self, params: Mapping[str, Any] | None = None) -> BaseModel:
+        """The family's params from a plain dict; missing keys take the defaults.
+
+        Raises:
+            pydantic.ValidationError: an unknown key or an invalid value (a ValueError).
+        """
+        return self.params_model.model_validate(dict(params or {}))
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, params: Mapping[str, Any] | None = None) -> Any:
+        """Fit a model of this family.
+
+        Args:
+            X: Exactly the columns ``MODEL_INPUTS``, in that order.
+            y: Binary labels (0/1), one per row of ``X``, both classes present.
+            params: Hyper-parameters by name (see the family's params model); unknown keys
+                are an error.
+
+        Raises:
+            ValueError: bad columns, labels or params (pydantic's ValidationError included).
+        """
+        return self._fit(X, y, self.validate_params(params))
+
+    def predict_proba(self, model: Any, X: pd.DataFrame) -> np.ndarray:
+        """Fraud probabilities, float64 of shape (n,), for a fitted or loaded model.
+
+        Raises:
+            ValueError: ``X`` does not hold exactly ``MODEL_INPUTS`` in order (names them).
+        """
+        scores = np.asarray(self._predict(model, X), dtype=np.float64)
+        if scores.shape != (len(X),):
+            raise RuntimeError(f"{self.name} returned scores of shape {scores.shape}, expected ({len(X)},)")
+        return scores
+
+    def log_model(self, model: Any, *, name: str = "model", input_example: pd.DataFrame) -> ModelInfo:
+        """Log ``model`` with this family's MLflow flavour into the active run.
+
+        The signature is inferred from float32 inputs and the probability outputs; the first
+        rows of ``input_example`` are stored as the model's input example.
+
+        Args:
+            model: A model returned by ``fit`` (or ``load_model``).
+            name: The logged model's name within the run.
+            input_example: Rows with exactly ``MODEL_INPUTS`` (a few suffice).
+
+        Returns:
+            MLflow's ModelInfo; ``model_uri`` loads it back via ``load_candidate_model``.
+
+        Raises:
+            RuntimeError: no MLflow run is active.
+        """
+        import mlflow
+        from mlflow.models import infer_signature
+
+        if mlflow.active_run() is None:
+            raise RuntimeError("log_model must be called inside an active MLflow run (mlflow.start_run())")
+        example = input_frame(input_example).head(EXAMPLE_ROWS)
+        signature = infer_signature(example, self.predict_proba(model, example))
+        return self._log(model, name=name, signature=signature, input_example=example)
+
+
+def _xgboost_requirements() -> list[str]:
+    """Pinned pip requirements of a logged XGBoost model, naming the distribution installed.
+
+    MLflow's defaults pin ``xgboost==<module version>`` even when the module comes from the
+    ``xgboost-cpu`` distribution, next to an inferred ``xgboost-cpu``: both would be
+    installed into a serving environment (and ``xgboost`` drags in ~470 MB of nvidia-nccl).
+    Listing them here also skips MLflow's requirement-inference subprocess.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        booster = f"xgboost-cpu=={version('xgboost-cpu')}"
+    except PackageNotFoundError:
+        booster = f"xgboost=={version('xgboost')}"
+    return [booster] + [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "scipy", "numpy", "pandas")]
+
+
+class XGBoostCandidate(CandidateSpec):
+    name = "xgboost"
+    flavor = "xgboost"
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        from fraudflow.models.xgboost_candidate import XGBoostParams
+
+        return XGBoostParams
+
+    def _fit(self, X, y, params):
+        from fraudflow.models.xgboost_candidate import fit_xgboost
+
+        return fit_xgboost(X, y, params)
+
+    def _predict(self, model, X):
+        from fraudflow.models.xgboost_candidate import predict_xgboost
+
+        return predict_xgboost(model, X)
+
+    def _log(self, model, **kwargs):
+        import mlflow.xgboost
+
+        return mlflow.xgboost.log_model(model, pip_requirements=_xgboost_requirements(), **kwargs)
+
+    def load_model(self, model_uri: str):
+        """The XGBClassifier itself (the pyfunc flavour would return class labels)."""
+        import mlflow.xgboost
+
+        return mlflow.xgboost.load_model(model_uri)
+
+
+class MLPCandidate(CandidateSpec):
+    name = "mlp"
+    flavor = "pytorch"
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        from fraudflow.models.mlp import MLPParams
+
+        return MLPParams
+
+    def _fit(self, X, y, params):
+        from fraudflow.models.mlp import fit_mlp
+
+        return fit_mlp(X, y, params)
+
+    def _predict(self, model, X):
+        from fraudflow.models.mlp import predict_mlp
+
+        return predict_mlp(model, X)
+
+    def _log(self, model, **kwargs):
+        import mlflow.pytorch
+
+        # The default "pt2" format is a traced graph; pickle keeps the FraudMLP module
+        # itself (its class is imported from fraudflow.models.mlp on load).
+        return mlflow.pytorch.log_model(model, serialization_format="pickle", **kwargs)
+
+    def load_model(self, model_uri: str):
+        """The FraudMLP in eval mode (unpickling needs fraudflow installed)."""
+        import mlflow.pytorch
+
+        from fraudflow.models.mlp import FraudMLP
+
+        # torch >= 2.6 defaults to weights_only=True unless a pickle_module is passed (MLflow
+        # passes its own today); say it explicitly so neither default can break loading.
+        model = mlflow.pytorch.load_model(model_uri, weights_only=False)
+        if not isinstance(model, FraudMLP):
+            raise TypeError(f"{model_uri} holds a {type(model).__name__}, not a FraudMLP")
+        return model.eval()
+
+
+CANDIDATES: dict[str, CandidateSpec] = {spec.name: spec for spec in (XGBoostCandidate(), MLPCandidate())}
+
+
+def load_candidate_model(model_uri: str) -> tuple[CandidateSpec, Any]:
+    """Load any logged or registered candidate, dispatching on its MLmodel flavours.
+
+    Args:
+        model_uri: Any MLflow model URI (``runs:/...``, ``models:/<model id>``,
+            ``models:/name/1``, ``models:/name@champion``, a local path).
+
+    Returns:
+        The family's spec and the loaded model, so ``spec.predict_proba(model, X)`` scores.
+
+    Raises:
+        ValueError: the model was logged with none of the candidates' flavours.
+    """
+    from mlflow.models import get_model_info
+
+    flavors = get_model_info(model_uri).flavors
+    for spec in CANDIDATES.values():
+        if spec.flavor in flavors:
+            return spec, spec.load_model(model_uri)
+    raise ValueError(f"{model_uri} has flavours {sorted(flavors)}; no candidate family logs any of them")

@@ -1,0 +1,106 @@
+"""Model cards: what a registered version is, what it was trained on, how good, and its limits.
+
+Rendered from the gate decision and training set (no second source of truth) as Markdown and
+HTML, kept beside the training set and logged to the version's MLflow run.
+"""
+
+from __future__ import annotations
+
+from jinja2 import Environment
+
+from fraudflow.registry import VersionRef
+from fraudflow.settings import Settings
+
+# Published test results, Fraud Detection Handbook (AUC ROC, AP, CP@100).
+HANDBOOK_BASELINES = {
+    "XGBoost, defaults (baseline split)": (0.862, 0.639, 0.273),
+    "XGBoost, prequential selection": (0.869, 0.687, 0.303),
+    "Random forest, prequential selection": (0.870, 0.678, 0.299),
+    "Feed-forward NN, prequential selection": (0.876, 0.675, 0.303),
+    "Logistic regression, baseline split": (0.871, 0.606, 0.291),
+}
+
+KNOWN_LIMITS = [
+    "Trained and tested on simulated transactions (Fraud Detection Handbook design); real card data differs.",
+    "Online customer and terminal features are those of the entity's last materialized transaction: a live "
+    "request does not yet count itself in its customer's windows, while training rows do.",
+    "The decision threshold maximises F1 on the same test window the metrics are reported on.",
+    "Labels are assumed complete after 7 days; later chargebacks are not reflected.",
+    "TX_FRAUD_SCENARIO is simulation ground truth and never a model input (used for slices only).",
+]
+
+_MD = """# Model card: {{ v.name }} v{{ v.version }}
+
+| | |
+|---|---|
+| family | {{ d.best.candidate }} |
+| registered as | alias `challenger` (promotion to `champion` is the deployment DAG's job) |
+| why trained | {{ reason or "scheduled" }} |
+| gate | **{{ "passed" if d.passed else "failed" }}**: {{ d.reason }} |
+| MLflow run | `{{ d.best.run_id }}` (parent `{{ t.parent_run_id }}`) |
+| threshold (F1-optimal on test) | {{ "%.4f"|format(d.best.threshold) }} |
+
+## Data
+- Training window: {{ t.window.train_start }} to {{ t.window.train_end }} ({{ t.train_rows }} transactions, {{ t.train_frauds }} frauds)
+- Label-delay gap: {{ t.window.delay_days }} days
+- Test window: {{ t.window.test_start }} to {{ t.window.test_end }} ({{ t.test_rows }} transactions, {{ t.test_frauds }} frauds; {{ t.removed_known_compromised }} transactions of already-known compromised cards removed)
+- Lake partitions: {{ t.partitions|length }} (`{{ t.partitions[0] if t.partitions else "-" }}` .. `{{ t.partitions[-1] if t.partitions else "-" }}`), admitted by GX validations {{ t.validation_ids|length }}
+- Data fingerprint: `{{ t.fingerprint[:16] }}`
+- Features: Feast feature service `{{ t.feature_service }}`: {{ t.features|join(", ") }}
+
+## Metrics on the test window
+| model | AUC ROC | AP | CP@100 |
+|---|---:|---:|---:|
+{% for c in d.candidates %}| **{{ c.candidate }}** (this run){% if c.candidate == d.best.candidate %} (registered){% endif %} | {{ "%.3f"|format(c.metrics.auc_roc) }} | {{ "%.3f"|format(c.metrics.average_precision) }} | {{ "%.3f"|format(c.metrics.card_precision_at_100) }} |
+{% endfor %}{% if d.champion_metrics %}| champion v{{ d.champion_version }} (same window) | {{ "%.3f"|format(d.champion_metrics.auc_roc) }} | {{ "%.3f"|format(d.champion_metrics.average_precision) }} | {{ "%.3f"|format(d.champion_metrics.card_precision_at_100) }} |
+{% endif %}{% for name, (auc, ap, cp) in baselines.items() %}| handbook: {{ name }} | {{ auc }} | {{ ap }} | {{ cp }} |
+{% endfor %}
+## Slices (challenger{% if "champion" in d.slices %} vs champion{% endif %})
+| slice | metric | challenger | champion | n | frauds |
+|---|---|---:|---:|---:|---:|
+{% for key, s in d.slices.challenger.items() %}| {{ key }} | {{ s.metric }} | {{ "%.3f"|format(s.value) }} | {% if "champion" in d.slices and key in d.slices.champion %}{{ "%.3f"|format(d.slices.champion[key].value) }}{% else %}-{% endif %} | {{ s.n }} | {{ s.n_frauds }} |
+{% endfor %}
+## Gate checks
+| check | passed | detail |
+|---|---|---|
+{% for c in d.verdict.checks %}| {{ c.name }} | {{ "yes" if c.passed else "**no**" }} | {{ c.detail }} |
+{% endfor %}
+## Known limits
+{% for l in limits %}- {{ l }}
+{% endfor %}"""
+
+_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.2em .6em}pre{white-space:pre-wrap}</style></head>
+<body><pre>{{ markdown }}</pre></body></html>"""
+
+
+def render_model_card(*, version: VersionRef, decision, training_set, reason: str) -> str:
+    env = Environment(autoescape=False, trim_blocks=False)
+    return env.from_string(_MD).render(
+        v=version, d=decision, t=training_set, reason=reason, baselines=HANDBOOK_BASELINES, limits=KNOWN_LIMITS
+    )
+
+
+def write_model_card(settings: Settings, *, version: VersionRef, decision, training_set, reason: str) -> str:
+    """Write ``model_card.md`` and ``model_card.html`` next to the training set, log both to the
+    version's run; return the Markdown path."""
+    import mlflow
+    from jinja2 import Environment as _Env
+
+    from fraudflow.tracking import configure_mlflow
+
+    markdown = render_model_card(version=version, decision=decision, training_set=training_set, reason=reason)
+    folder = settings.root / "model_cards"
+    folder.mkdir(parents=True, exist_ok=True)
+    md_path = folder / f"{version.name}-v{version.version}.md"
+    md_path.write_text(markdown)
+    html = (
+        _Env(autoescape=True).from_string(_HTML).render(title=f"{version.name} v{version.version}", markdown=markdown)
+    )
+    md_path.with_suffix(".html").write_text(html)
+    configure_mlflow(settings)
+    with mlflow.start_run(run_id=decision.best.run_id):
+        mlflow.log_artifact(str(md_path), "model_card")
+        mlflow.log_artifact(str(md_path.with_suffix(".html")), "model_card")
+    return str(md_path)

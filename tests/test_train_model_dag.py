@@ -1,0 +1,110 @@
+"""build_features and train_model through real Airflow, Feast, GX and MLflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from fraudflow import registry
+from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
+from fraudflow.schema import normalise_transactions
+from fraudflow.simulate import SimulationConfig, simulate_transactions
+from fraudflow.tracking import TRAINING_EXPERIMENT
+from tests.helpers import publish_history
+
+pytestmark = pytest.mark.e2e
+
+WORLD = SimulationConfig(days=45, customers=800, terminals=1600, seed=11)
+LAST_DAY = WORLD.start + dt.timedelta(days=WORLD.days - 1)
+FAST = {"mlp": {"epochs": 4}}
+
+
+@pytest.fixture(scope="module")
+def trained_home(airflow_db, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("train") / "home"))
+        # A small world (800 cards) lands near AP 0.5; the floors are config: lowered here so the
+        # test is about the mechanics. Full-size quality is benchmarks/model_quality.py's job.
+        mp.setenv("FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION", "0.3")
+        mp.setenv("FRAUDFLOW_GATE_MIN_AUC_ROC", "0.7")
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        publish_history(settings, normalise_transactions(simulate_transactions(WORLD)), validate=True)
+        outcome = run_dag(load_dag("build_features"), logical_date=as_logical_date(LAST_DAY))
+        assert outcome.state == "success", outcome
+        yield settings
+
+
+def _client(settings):
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(trained_home):
+    settings = trained_home
+    dag = load_dag("train_model")
+    assert (settings.feast_dir / "online_store.db").exists()
+
+    good = run_dag(dag, logical_date=as_logical_date(LAST_DAY), conf={"candidate_params": FAST, "reason": "test"})
+    assert good.state == "success", good
+    client = _client(settings)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["fraudflow.candidate"] for c in children} == {"xgboost", "mlp"}
+    for child in children:
+        assert {"auc_roc", "average_precision", "card_precision_at_100"} <= set(child.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"roc_curve.png", "pr_curve.png"} <= artifacts
+        assert child.data.params["model.n_jobs" if "xgboost" in child.info.run_name else "model.epochs"]
+    # MLflow 3 logs models as LoggedModels linked to their run, not as run artifacts.
+    logged = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert {m.source_run_id for m in logged} == {c.info.run_id for c in children}
+    parent = parents[0]
+    assert parent.data.tags["fraudflow.gate"] == "passed"
+    assert parent.data.tags["fraudflow.feature_service"] == "fraud_detection_v1"
+    assert parent.data.tags["mlflow.source.git.commit"]
+    lineage = json.loads(Path(client.download_artifacts(parent.info.run_id, "lineage.json")).read_text())
+    assert len(lineage["partitions"]) == 21 and len(lineage["validation_ids"]) == 21
+    assert all(v.startswith("gx:landing_gate/") for v in lineage["validation_ids"])
+
+    challenger = registry.version_by_alias(settings, registry.CHALLENGER)
+    assert challenger is not None and challenger.version == "1"
+    assert challenger.tags["fraudflow.gate"] == "passed"
+    assert float(challenger.tags["fraudflow.average_precision"]) >= 0.3
+    from fraudflow.models.candidates import load_candidate_model
+
+    spec, model = load_candidate_model(f"models:/{registry.MODEL_NAME}@challenger")
+    assert spec.name == challenger.tags["fraudflow.candidate"]
+    card = Path(challenger.tags["fraudflow.model_card"])
+    assert card.exists() and card.with_suffix(".html").exists()
+    text = card.read_text()
+    assert "handbook: XGBoost, defaults" in text and "Known limits" in text and "fraud_detection_v1" in text
+
+    # Promote it (what deploy_model will do), then train a deliberately crippled candidate.
+    registry.promote_challenger(settings)
+    before = registry.aliases(settings)
+    assert before == {"champion": "1"}
+    crippled = {"xgboost": {"n_estimators": 1}, "mlp": {"epochs": 1}}
+    bad = run_dag(
+        dag,
+        logical_date=as_logical_date(LAST_DAY) + dt.timedelta(hours=1),
+        conf={"candidate_params": crippled, "shuffle_labels": True, "reason": "gate drill"},
+    )
+    assert bad.state == "success", bad  # a refused model is an outcome, not a crash
+    assert registry.aliases(settings) == before
+    assert len(client.search_model_versions(f"name='{registry.MODEL_NAME}'")) == 1
+    latest = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`fraudflow.reason` = 'gate drill'", max_results=1
+    )[0]
+    assert latest.data.tags["fraudflow.gate"] == "failed"
+    assert "min_average_precision" in latest.data.tags["fraudflow.gate_reason"]
+    assert latest.data.tags["fraudflow.champion_version"] == "1"
