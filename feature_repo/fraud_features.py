@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, UnixTimestamp
 
@@ -22,14 +23,18 @@ customer = Entity(name="customer", join_keys=["CUSTOMER_ID"], value_type=ValueTy
 # A merchant terminal: fraud risk windows are keyed on it.
 terminal = Entity(name="terminal", join_keys=["TERMINAL_ID"], value_type=ValueType.STRING)
 
+# The daily feature partitions. The format must be explicit: Feast's DuckDB store returns
+# no table (and then fails) for a path that does not end in ".parquet".
 customer_spending_source = FileSource(
     name="customer_spending_source",
-    path=str(feature_dir(_settings, "customer")),
+    path=str(feature_dir(_settings, "customer") / "date=*" / "part-0.parquet"),
+    file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
 )
 terminal_risk_source = FileSource(
     name="terminal_risk_source",
-    path=str(feature_dir(_settings, "terminal")),
+    path=str(feature_dir(_settings, "terminal") / "date=*" / "part-0.parquet"),
+    file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
 )
 

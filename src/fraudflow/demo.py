@@ -62,6 +62,13 @@ def ingest_days(settings: Settings, *, start: dt.date, end: dt.date, console: Co
     return outcomes
 
 
+def run_dag_logged(settings: Settings, dag_id: str, *, logical_date: dt.datetime, conf: dict | None = None):
+    """One DAG run through ``dag.test()``, Airflow's output to the demo log file."""
+    log = settings.root / "logs" / "airflow-dag-test.log"
+    with output_to(log):
+        return run_dag(load_dag(dag_id), logical_date=logical_date, conf=conf)
+
+
 def _timed(timings: dict[str, float], name: str, console: Console, fn: Callable[[], T]) -> T:
     console.print(f"[bold]-> {name}[/]")
     started = time.perf_counter()
@@ -93,9 +100,23 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> bool:
         lambda: ingest_days(settings, start=config.start, end=end, console=console),
     )
 
+    last = as_logical_date(end)
+    features = _timed(
+        timings,
+        "build features + Feast (Airflow)",
+        console,
+        lambda: run_dag_logged(settings, "build_features", logical_date=last),
+    )
+    training = _timed(
+        timings,
+        "train_model (Airflow)",
+        console,
+        lambda: run_dag_logged(settings, "train_model", logical_date=last, conf={"reason": "demo"}),
+    )
+
     lake = read_lake(settings, start=config.start, end=end)
     stats = summarise(frame)
-    ok = all(o.state == "success" for o in outcomes) and len(lake) == stats["transactions"]
+    ok = all(o.state == "success" for o in [*outcomes, features, training]) and len(lake) == stats["transactions"]
 
     table = Table(title="fraudflow demo summary")
     table.add_column("stage")
@@ -112,6 +133,36 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> bool:
     facts.add_row("lake", str(settings.transactions_dir))
     facts.add_row("lineage log", str(settings.lineage_log))
     facts.add_row("Airflow home (make airflow)", str(settings.airflow_home))
+    facts.add_row("Data Docs", str(settings.root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"))
+    facts.add_row("MLflow", f"{settings.mlflow_tracking_uri}  (mlflow ui --backend-store-uri ...)")
     console.print(facts)
+    _print_models(settings, console)
     console.print("[green]demo OK[/]" if ok else "[red]demo FAILED: see the runs above[/]")
     return ok
+
+
+def _print_models(settings: Settings, console: Console) -> None:
+    from fraudflow.registry import CHALLENGER, CHAMPION, aliases, version_by_alias
+
+    current = aliases(settings)
+    table = Table(title="model registry: fraud-detector")
+    for col in ("alias", "version", "family", "AUC ROC", "AP", "CP@100", "gate", "model card"):
+        table.add_column(col, overflow="fold")
+    for alias in (CHAMPION, CHALLENGER, "previous"):
+        if alias not in current:
+            continue
+        v = version_by_alias(settings, alias)
+        t = v.tags
+        table.add_row(
+            alias,
+            v.version,
+            t.get("fraudflow.candidate", "?"),
+            t.get("fraudflow.auc_roc", "?"),
+            t.get("fraudflow.average_precision", "?"),
+            t.get("fraudflow.card_precision_at_100", "?"),
+            t.get("fraudflow.gate", "?"),
+            t.get("fraudflow.model_card", "-"),
+        )
+    if not current:
+        table.add_row("(none)", "-", "-", "-", "-", "-", "gate refused every candidate", "-")
+    console.print(table)
