@@ -149,6 +149,80 @@ def quarantine_release(day) -> None:
     )
 
 
+@main.command()
+def rollback() -> None:
+    """Restore the previous champion (MLflow aliases + the serving state) in one command."""
+    from fraudflow.deployment import DeploymentState, write_state
+    from fraudflow.registry import CHAMPION, rollback_champion
+
+    settings = get_settings()
+    try:
+        moved = rollback_champion(settings)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_state(settings, DeploymentState(champion=moved[CHAMPION], reason="manual rollback (fraudflow rollback)"))
+    console.print(f"champion is now v{moved[CHAMPION]} (aliases: {moved}); services follow the new state")
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+def serve(port) -> None:
+    """Serve the scoring API (bentoml serve, foreground) on the fraudflow home's deployment state."""
+    from fraudflow.deployment import DeploymentState, read_state, write_state
+    from fraudflow.registry import CHAMPION, aliases
+    from fraudflow.rollout import SERVICE_DIR, SERVICE_TARGET
+    from fraudflow.settings import repo_root
+
+    settings = get_settings()
+    if read_state(settings).champion is None:
+        champion = aliases(settings).get(CHAMPION)
+        if champion is None:
+            raise click.ClickException("no fraud-detector version has the alias 'champion' yet: run make demo first")
+        write_state(settings, DeploymentState(champion=champion, reason="make serve"))
+    os.environ.update({"FRAUDFLOW_HOME": str(settings.root), "BENTOML_HOME": str(settings.bentoml_home)})
+    os.chdir(repo_root() / SERVICE_DIR)
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    os.execv(bentoml, [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(port)])
+
+
+@main.command()
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the lineage as JSON.")
+def explain(request_id, as_json) -> None:
+    """Trace a logged prediction to its model, training run, data partitions and validations."""
+    import json
+
+    from fraudflow.explain import explain_request
+
+    try:
+        lineage = explain_request(get_settings(), request_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(lineage, indent=2, default=str))
+        return
+    r, m, t, d = lineage["request"], lineage["model"], lineage["training"], lineage["data"]
+    console.print(
+        f"[bold]request[/] {r['request_id']}: transaction {r['transaction_id']} score {r['score']:.4f} "
+        f"served by {r['served_by']}{' (degraded)' if r['degraded'] else ''}"
+    )
+    console.print(
+        f"  -> model {m['name']} v{m['version']} ({m['family']}), gate {m['gate']}, MLflow run {m['mlflow_run']}"
+    )
+    console.print(
+        f"  -> training run {t['mlflow_parent_run']}: train {t['training_window']}, test {t['test_window']}, "
+        f"data fingerprint {str(t['data_fingerprint'])[:16]}"
+    )
+    parts = d["lake_partitions"]
+    console.print(f"  -> lake partitions ({len(parts)}): {parts[0] if parts else '-'} .. {parts[-1] if parts else '-'}")
+    console.print(
+        f"  -> GX validations ({len(d['gx_validation_ids'])}): {', '.join(d['gx_validation_ids'][:2])}"
+        f"{' ...' if len(d['gx_validation_ids']) > 2 else ''}"
+    )
+    console.print(f"  -> feature service {lineage['features']['feature_service']}")
+    console.print(f"  model card: {m['model_card']}")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def airflow(args) -> None:

@@ -116,3 +116,7 @@ def rollback_champion(settings: Settings, name: str = MODEL_NAME) -> dict[str, s
     if CHAMPION in current:
         client.set_registered_model_alias(name, PREVIOUS, current[CHAMPION])
     return aliases(settings, name)
+
+
+def delete_alias(settings: Settings, alias: str, name: str = MODEL_NAME) -> None:
+    _client(settings).delete_registered_model_alias(name, alias)

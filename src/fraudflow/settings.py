@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     gate_ap_tolerance: float = Field(0.03, ge=0)  # non-inferiority margin vs the champion
     gate_slice_tolerance: float = Field(0.05, ge=0)
 
+    # Serving and staged rollout
+    serving_url: str = "http://127.0.0.1:3000"
+    serving_autostart: bool = True  # deploy_model starts a service when none answers at serving_url
+    shadow_requests: int = Field(400, ge=1)
+    canary_requests: int = Field(400, ge=1)
+    canary_share: float = Field(0.2, gt=0, le=1)
+
     # Production profile endpoints (filled by the production issue; unused when local).
     postgres_url: str | None = None
     redis_url: str | None = None
@@ -106,6 +113,14 @@ class Settings(BaseSettings):
     @property
     def lineage_log(self) -> Path:
         return self.root / "lineage" / "events.jsonl"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.root / "serving"
 
     @property
     def reports_dir(self) -> Path:

@@ -1,0 +1,181 @@
+"""Staged deployment: the state the scoring service follows, and the checks that move it.
+
+The traffic split is a small JSON state file under the fraudflow home. Every scoring
+process watches it (one ``stat`` per request) and, when it changes, loads the named model
+versions in the background and swaps them in atomically, so no request fails during a
+switch. Modes:
+
+- ``champion``: the champion answers everything.
+- ``shadow``: the champion answers; the challenger scores the same request off the response
+  path; both scores are logged.
+- ``canary``: a share of customers (sticky: a hash of the customer id) is answered by the
+  challenger, the rest by the champion.
+
+The controller (``deploy_model`` DAG) writes the state, replays traffic, judges each stage
+from the prediction log, then promotes (MLflow aliases + state) or rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from fraudflow.settings import Settings
+
+Mode = Literal["champion", "shadow", "canary"]
+
+
+class DeploymentState(BaseModel):
+    champion: str | None = None  # model version answering by default
+    challenger: str | None = None
+    mode: Mode = "champion"
+    canary_share: float = Field(0.0, ge=0, le=1)
+    revision: int = 0
+    reason: str = ""
+    updated_at: dt.datetime | None = None
+    # Drill knobs for rehearsing a bad challenger (never set by the pipeline itself).
+    challenger_delay_ms: float = Field(0.0, ge=0)
+    challenger_score_shift: float = 0.0
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.serving_dir / "deployment.json"
+
+
+def read_state(settings: Settings) -> DeploymentState:
+    path = state_path(settings)
+    return DeploymentState.model_validate_json(path.read_text()) if path.exists() else DeploymentState()
+
+
+def write_state(settings: Settings, state: DeploymentState, *, history: bool = True) -> DeploymentState:
+    """Atomically replace the state (revision + 1) and append it to ``deployment_log.jsonl``."""
+    current = read_state(settings)
+    state = state.model_copy(update={"revision": current.revision + 1, "updated_at": dt.datetime.now(dt.UTC)})
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    os.replace(tmp, path)
+    if history:
+        with (path.parent / "deployment_log.jsonl").open("a") as fh:
+            fh.write(state.model_dump_json() + "\n")
+    return state
+
+
+def routes_to_challenger(customer_id: str, share: float) -> bool:
+    """Sticky canary assignment: the same customer always lands on the same side."""
+    return zlib.crc32(str(customer_id).encode()) % 10_000 < share * 10_000
+
+
+class Thresholds(BaseModel):
+    max_error_rate: float = 0.01
+    max_p99_latency_ms: float = 50.0
+    max_score_psi: float = 0.25
+    min_decision_agreement: float = 0.95
+    min_requests: int = 200
+
+
+class StageCheck(BaseModel):
+    stage: Literal["shadow", "canary"]
+    passed: bool
+    requests: int
+    checks: dict[str, dict[str, Any]]
+    reason: str
+
+
+def population_stability_index(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
+    """PSI of ``actual`` against ``expected`` on expected's quantile bins (0 = identical)."""
+    expected, actual = np.asarray(expected, float), np.asarray(actual, float)
+    if len(expected) == 0 or len(actual) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    e = np.histogram(expected, edges)[0] / len(expected)
+    a = np.histogram(actual, edges)[0] / len(actual)
+    e, a = np.clip(e, 1e-4, None), np.clip(a, 1e-4, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _check(name: str, value: float, threshold: float, ok: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": None if np.isnan(value) else round(float(value), 6),
+        "threshold": threshold,
+        "passed": bool(ok),
+    }
+
+
+def _verdict(stage, frame: pd.DataFrame, checks: list[dict[str, Any]], t: Thresholds) -> StageCheck:
+    enough = _check("requests", len(frame), t.min_requests, len(frame) >= t.min_requests)
+    checks = [enough, *checks]
+    failed = [c for c in checks if not c["passed"]]
+    reason = (
+        "all checks passed"
+        if not failed
+        else "; ".join(f"{c['name']} {c['value']} vs {c['threshold']}" for c in failed)
+    )
+    return StageCheck(
+        stage=stage, passed=not failed, requests=len(frame), checks={c["name"]: c for c in checks}, reason=reason
+    )
+
+
+def shadow_check(predictions: pd.DataFrame, thresholds: Thresholds | None = None) -> StageCheck:
+    """Judge the challenger from shadow-scored requests: errors, latency, score drift, agreement."""
+    t = thresholds or Thresholds()
+    frame = predictions[predictions["challenger_version"].notna()]
+    errors = frame["challenger_error"].fillna("").astype(str).ne("")
+    scored = frame[~errors]
+    p99 = float(np.percentile(scored["challenger_latency_ms"], 99)) if len(scored) else float("nan")
+    psi = population_stability_index(scored["champion_score"], scored["challenger_score"])
+    agree = float((scored["challenger_score"] >= 0.5).eq(scored["is_fraud"].astype(bool)).mean()) if len(scored) else 0
+    if len(scored) and "challenger_is_fraud" in scored:
+        agree = float(scored["challenger_is_fraud"].eq(scored["is_fraud"]).mean())
+    error_rate = float(errors.mean()) if len(frame) else float("nan")
+    return _verdict(
+        "shadow",
+        frame,
+        [
+            _check("error_rate", error_rate, t.max_error_rate, error_rate <= t.max_error_rate),
+            _check("p99_latency_ms", p99, t.max_p99_latency_ms, p99 <= t.max_p99_latency_ms),
+            _check("score_psi", psi, t.max_score_psi, psi <= t.max_score_psi),
+            _check("decision_agreement", agree, t.min_decision_agreement, agree >= t.min_decision_agreement),
+        ],
+        t,
+    )
+
+
+def canary_check(predictions: pd.DataFrame, thresholds: Thresholds | None = None) -> StageCheck:
+    """Judge the challenger from the requests it answered during the canary window."""
+    t = thresholds or Thresholds()
+    mine = predictions[predictions["served_by"] == "challenger"]
+    theirs = predictions[predictions["served_by"] == "champion"]
+    errors = mine["challenger_error"].fillna("").astype(str).ne("")
+    error_rate = float(errors.mean()) if len(mine) else float("nan")
+    p99 = float(np.percentile(mine["latency_ms"], 99)) if len(mine) else float("nan")
+    psi = population_stability_index(theirs["score"], mine["score"])
+    return _verdict(
+        "canary",
+        mine,
+        [
+            _check("error_rate", error_rate, t.max_error_rate, error_rate <= t.max_error_rate),
+            _check("p99_latency_ms", p99, t.max_p99_latency_ms, p99 <= t.max_p99_latency_ms),
+            _check("score_psi", psi, t.max_score_psi, psi <= t.max_score_psi),
+        ],
+        t,
+    )
+
+
+def record_decision(settings: Settings, decision: dict[str, Any]) -> None:
+    """Append a stage decision to ``serving/decisions.jsonl`` (also shown in the task log)."""
+    path = settings.serving_dir / "decisions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps({"at": dt.datetime.now(dt.UTC).isoformat(), **decision}, default=str) + "\n")

@@ -1,0 +1,276 @@
+"""The rollout controller: start the scoring service, drive shadow -> canary -> promote or rollback.
+
+Each stage writes the deployment state (see ``fraudflow.deployment``), waits until the
+service reports that revision, replays real transactions at it (the newest lake day, when
+there is no live traffic), then judges the stage from the prediction log. Every decision
+is appended to ``serving/decisions.jsonl`` and returned for the task log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from fraudflow.deployment import (
+    DeploymentState,
+    StageCheck,
+    Thresholds,
+    canary_check,
+    read_state,
+    record_decision,
+    shadow_check,
+    write_state,
+)
+from fraudflow.ingest import list_partitions, read_lake
+from fraudflow.prediction_log import read_predictions
+from fraudflow.registry import CHALLENGER, CHAMPION, aliases, delete_alias, promote_challenger, set_version_tags
+from fraudflow.settings import Settings, repo_root
+
+SERVICE_DIR = "services/fraud_scoring"
+SERVICE_TARGET = "service:FraudScoring"
+
+
+class ReplayStats(BaseModel):
+    sent: int
+    ok: int
+    failed: int
+    statuses: dict[str, int]
+    seconds: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServingProcess:
+    """A real ``bentoml serve`` of the scoring service on loopback, in its own process group."""
+
+    def __init__(self, settings: Settings, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = settings.root / "logs" / f"bentoml-serve-{self.port}.log"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> ServingProcess:
+        import httpx
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "FRAUDFLOW_HOME": str(self.settings.root),
+            "BENTOML_HOME": str(self.settings.bentoml_home),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            **self.extra_env,
+        }
+        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=repo_root() / SERVICE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"bentoml serve not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+
+def replay_requests(
+    url: str, transactions: pd.DataFrame, *, concurrency: int = 4, token: str | None = None
+) -> ReplayStats:
+    """POST each transaction to ``/score`` from ``concurrency`` keep-alive connections."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    bodies = [
+        {
+            "transaction_id": int(r.TRANSACTION_ID),
+            "tx_datetime": pd.Timestamp(r.TX_DATETIME).isoformat(),
+            "customer_id": str(r.CUSTOMER_ID),
+            "terminal_id": str(r.TERMINAL_ID),
+            "tx_amount": float(r.TX_AMOUNT),
+        }
+        for r in transactions.itertuples(index=False)
+    ]
+    chunks = [bodies[i::concurrency] for i in range(concurrency)]
+    started = time.perf_counter()
+
+    def send(chunk: list[dict[str, Any]]) -> list[str]:
+        codes = []
+        with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+            for body in chunk:
+                try:
+                    codes.append(str(client.post("/score", json=body).status_code))
+                except httpx.HTTPError as exc:
+                    codes.append(type(exc).__name__)
+        return codes
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        codes = [c for part in pool.map(send, chunks) for c in part]
+    statuses = {c: codes.count(c) for c in sorted(set(codes))}
+    ok = statuses.get("200", 0)
+    return ReplayStats(
+        sent=len(codes), ok=ok, failed=len(codes) - ok, statuses=statuses, seconds=time.perf_counter() - started
+    )
+
+
+def replay_sample(settings: Settings, n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` transactions of the newest lake day (the shadow/canary traffic when none is live)."""
+    days = list_partitions(settings)
+    if not days:
+        raise LookupError("the lake is empty: nothing to replay")
+    frame = read_lake(settings, start=days[-1], end=days[-1])
+    return frame.sample(n=min(n, len(frame)), random_state=seed).sort_values("TX_DATETIME")
+
+
+def wait_for_revision(url: str, revision: int, timeout: float = 60) -> None:
+    """Block until the service reports it follows deployment state ``revision``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = httpx.get(f"{url}/healthz", timeout=2).json()
+            if int(body.get("deployment_revision", -1)) >= revision:
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"service at {url} did not apply deployment revision {revision} within {timeout}s")
+
+
+def _logged_since(settings: Settings, since: dt.datetime, expected: int, timeout: float = 30) -> pd.DataFrame:
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = read_predictions(settings.predictions_dir, since=since)
+        if len(frame) >= expected or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.5)
+
+
+def run_stage(
+    settings: Settings,
+    url: str,
+    *,
+    stage: str,
+    challenger: str,
+    requests: int,
+    canary_share: float = 0.2,
+    thresholds: Thresholds | None = None,
+    drill: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Put the service in ``stage`` (shadow or canary) for ``challenger``, replay traffic, judge."""
+    current = read_state(settings)
+    drill = dict(drill or {})
+    drill_stage = drill.pop("stage", None)  # a drill may target one stage only
+    state = write_state(
+        settings,
+        DeploymentState(
+            champion=current.champion or aliases(settings).get(CHAMPION),
+            challenger=challenger,
+            mode=stage,
+            canary_share=canary_share if stage == "canary" else 0.0,
+            reason=f"{stage} of v{challenger}",
+            **(drill if drill_stage in (None, stage) else {}),
+        ),
+    )
+    wait_for_revision(url, state.revision)
+    since = dt.datetime.now(dt.UTC)
+    replay = replay_requests(url, replay_sample(settings, requests, seed=state.revision))
+    logged = _logged_since(settings, since, replay.ok)
+    check: StageCheck = (shadow_check if stage == "shadow" else canary_check)(logged, thresholds)
+    decision = {"stage": stage, "challenger": challenger, "replay": replay.model_dump(), "check": check.model_dump()}
+    record_decision(settings, decision)
+    return decision
+
+
+def promote(settings: Settings, url: str | None = None) -> dict[str, Any]:
+    """Move ``champion`` to the challenger (old champion -> ``previous``) and serve it alone."""
+    version = aliases(settings).get(CHALLENGER)
+    moved = promote_challenger(settings)
+    state = write_state(
+        settings, DeploymentState(champion=moved[CHAMPION], mode="champion", reason=f"promoted v{version}")
+    )
+    if url:
+        wait_for_revision(url, state.revision)
+    set_version_tags(settings, moved[CHAMPION], {"fraudflow.rollout": "promoted"})
+    decision = {"stage": "promote", "version": version, "aliases": moved}
+    record_decision(settings, decision)
+    return decision
+
+
+def reject_challenger(settings: Settings, reason: str, url: str | None = None) -> dict[str, Any]:
+    """Automatic rollback of a staged challenger: the champion serves alone again; the
+    challenger loses its alias and keeps the reason as a tag."""
+    current = aliases(settings)
+    version = current.get(CHALLENGER)
+    state = write_state(
+        settings, DeploymentState(champion=current.get(CHAMPION), mode="champion", reason=f"rolled back v{version}")
+    )
+    if url:
+        wait_for_revision(url, state.revision)
+    if version:
+        set_version_tags(
+            settings, version, {"fraudflow.rollout": "rolled_back", "fraudflow.rollout_reason": reason[:4000]}
+        )
+        delete_alias(settings, CHALLENGER)
+    decision = {"stage": "rollback", "version": version, "reason": reason, "aliases": aliases(settings)}
+    record_decision(settings, decision)
+    return decision
+
+
+def ensure_service(settings: Settings) -> str:
+    """The URL of a live scoring service: ``serving_url`` if it answers, else (autostart) a new
+    detached ``bentoml serve`` on that port, left running to serve the outcome."""
+    from urllib.parse import urlparse
+
+    import httpx
+
+    try:
+        if httpx.get(f"{settings.serving_url}/readyz", timeout=2).status_code == 200:
+            return settings.serving_url
+    except httpx.HTTPError:
+        pass
+    if not settings.serving_autostart:
+        raise ConnectionError(f"no scoring service at {settings.serving_url} (FRAUDFLOW_SERVING_AUTOSTART is off)")
+    if read_state(settings).champion is None and aliases(settings).get(CHAMPION):
+        write_state(settings, DeploymentState(champion=aliases(settings)[CHAMPION], reason="service start"))
+    process = ServingProcess(settings, port=urlparse(settings.serving_url).port).start()
+    (settings.serving_dir / "service.pid").write_text(str(process.proc.pid))
+    return process.url
