@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
 export FRAUDFLOW_HOME ?= $(CURDIR)/.fraudflow
 
-.PHONY: install demo test lint airflow bench lock clean
+.PHONY: install demo test lint airflow serve bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: install
 
 airflow: install ## Airflow UI (http://localhost:8080) on the same home as `make demo`
 	$(BIN)/fraudflow airflow standalone
+
+serve: install ## the scoring API (bentoml serve) on http://127.0.0.1:3000, champion from the demo
+	$(BIN)/fraudflow serve --port 3000
 
 bench: install ## every benchmark in benchmarks/, each prints a table
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

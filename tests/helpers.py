@@ -38,3 +38,34 @@ def publish_history(settings, frame, *, validate: bool = False) -> list[dt.date]
         validation_id = validate_batch(settings, staged=staged, run_id="test").validation_id if validate else None
         ingest.publish_partition(settings, staged=staged, run_id="test", validation_id=validation_id)
     return days
+
+
+def build_serving_home(settings, *, days: int = 30, customers: int = 500, terminals: int = 1000, seed: int = 11):
+    """A home a scoring service can start on, built without Airflow: a published lake, the
+    feature tables, Feast applied and materialized online, and a small XGBoost model registered
+    and promoted to ``champion`` (its F1 threshold tagged as the DAG does). Returns the
+    normalised transactions (lake rows) so tests can pick known customers and terminals."""
+    from fraudflow import registry
+    from fraudflow.feature_store import apply_feature_repo, materialize_online
+    from fraudflow.features import build_features
+    from fraudflow.schema import normalise_transactions
+    from fraudflow.simulate import SimulationConfig, simulate_transactions
+    from fraudflow.training import build_training_set, train_candidate
+
+    world = SimulationConfig(days=days, customers=customers, terminals=terminals, seed=seed)
+    last_day = world.start + dt.timedelta(days=days - 1)
+    frame = normalise_transactions(simulate_transactions(world))
+    publish_history(settings, frame, validate=False)
+    build_features(settings)
+    apply_feature_repo(settings)
+    materialize_online(settings, end=dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time()))
+    training_set = build_training_set(settings, run_date=last_day, run_id="serving-test", reason="test")
+    run = train_candidate(settings, candidate="xgboost", training_set=training_set, params={"n_estimators": 50})
+    registry.register_challenger(
+        settings,
+        model_uri=run.model_uri,
+        run_id=run.run_id,
+        tags={"fraudflow.candidate": "xgboost", "fraudflow.threshold": f"{run.threshold:.6f}"},
+    )
+    registry.promote_challenger(settings)
+    return frame

@@ -80,7 +80,8 @@ class Thresholds(BaseModel):
     max_p99_latency_ms: float = 50.0
     max_score_psi: float = 0.25
     min_decision_agreement: float = 0.95
-    min_requests: int = 200
+    min_requests: int = 200  # requests the challenger scored (shadow) or answered (canary)
+    min_canary_requests: int = 100
 
 
 class StageCheck(BaseModel):
@@ -114,7 +115,8 @@ def _check(name: str, value: float, threshold: float, ok: bool) -> dict[str, Any
 
 
 def _verdict(stage, frame: pd.DataFrame, checks: list[dict[str, Any]], t: Thresholds) -> StageCheck:
-    enough = _check("requests", len(frame), t.min_requests, len(frame) >= t.min_requests)
+    needed = t.min_requests if stage == "shadow" else t.min_canary_requests
+    enough = _check("requests", len(frame), needed, len(frame) >= needed)
     checks = [enough, *checks]
     failed = [c for c in checks if not c["passed"]]
     reason = (

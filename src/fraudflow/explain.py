@@ -18,6 +18,9 @@ def explain_request(settings: Settings, request_id: str) -> dict[str, Any]:
     Raises:
         LookupError: the request is not in the prediction log (flushed requests only).
     """
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep --json output clean
     from mlflow import MlflowClient
 
     from fraudflow.tracking import configure_mlflow
@@ -52,7 +55,7 @@ def explain_request(settings: Settings, request_id: str) -> dict[str, Any]:
         },
         "model": {
             "name": MODEL_NAME,
-            "version": version.version,
+            "version": str(version.version),
             "family": tags.get("fraudflow.candidate"),
             "mlflow_run": version.run_id,
             "source": version.source,

@@ -57,6 +57,25 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._files = 0
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def start_background_flush(self) -> None:
+        """Flush every ``flush_seconds`` even when no request arrives (a quiet service still
+        gets its last answers on disk within seconds, not at shutdown)."""
+
+        def loop() -> None:
+            while not self._stop.wait(self.flush_seconds):
+                self.flush()
+
+        self._flusher = threading.Thread(target=loop, daemon=True, name="prediction-log-flush")
+        self._flusher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=self.flush_seconds + 5)
+        self.flush()
 
     def append(self, record: dict[str, Any]) -> None:
         with self._lock:

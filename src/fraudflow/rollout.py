@@ -212,6 +212,9 @@ def run_stage(
     )
     wait_for_revision(url, state.revision)
     since = dt.datetime.now(dt.UTC)
+    if stage == "canary":  # enough traffic for the challenger's share to reach its minimum
+        minimum = (thresholds or Thresholds()).min_canary_requests
+        requests = max(requests, int(minimum / canary_share * 1.5))
     replay = replay_requests(url, replay_sample(settings, requests, seed=state.revision))
     logged = _logged_since(settings, since, replay.ok)
     check: StageCheck = (shadow_check if stage == "shadow" else canary_check)(logged, thresholds)

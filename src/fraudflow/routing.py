@@ -33,19 +33,27 @@ log = logging.getLogger(__name__)
 
 
 class RoutedScoring:
-    def __init__(self, settings: Settings, *, check_seconds: float = 0.25, flush_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        default_model_uri: str = DEFAULT_MODEL_URI,
+        check_seconds: float = 0.25,
+        flush_seconds: float = 1.0,
+    ) -> None:
         self.settings = settings
         self.path = state_path(settings)
         self.check_seconds = check_seconds
         self.features = FeatureLookup(settings)
         self.log = PredictionLog(settings.predictions_dir, flush_seconds=flush_seconds)
+        self.log.start_background_flush()
         self._shadow = ThreadPoolExecutor(1, thread_name_prefix="shadow")
         self._lock = threading.Lock()
         self._loading = False
         self._checked = 0.0
         self._mtime = self._stat()
         self.state = read_state(settings)
-        uri = f"models:/{MODEL_NAME}/{self.state.champion}" if self.state.champion else DEFAULT_MODEL_URI
+        uri = f"models:/{MODEL_NAME}/{self.state.champion}" if self.state.champion else default_model_uri
         self.champion: Scorer = Scorer(uri, settings)
         self.challenger: Scorer | None = self._scorer(self.state.challenger)
         self.load_error: str | None = None
@@ -230,4 +238,4 @@ class RoutedScoring:
     def close(self) -> None:
         """Finish shadow work and flush the log (called on shutdown: nothing is lost)."""
         self._shadow.shutdown(wait=True)
-        self.log.flush()
+        self.log.close()

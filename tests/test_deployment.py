@@ -1,0 +1,167 @@
+"""Staged deployment through real Airflow, a real `bentoml serve` process and MLflow aliases,
+with a load generator running throughout: no request may fail during any switch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from fraudflow import registry
+from fraudflow.cli import main
+from fraudflow.deployment import DeploymentState, read_state, write_state
+from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
+from fraudflow.prediction_log import read_predictions
+from fraudflow.rollout import ServingProcess, replay_sample
+from tests.helpers import build_serving_home
+
+pytestmark = pytest.mark.e2e
+
+
+class LoadGenerator(threading.Thread):
+    """Sends /score requests back to back from one keep-alive connection until stopped."""
+
+    def __init__(self, url: str, bodies: list[dict]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.bodies = url, bodies
+        self.statuses: dict[str, int] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            i = 0
+            while not self.stop_event.is_set():
+                try:
+                    code = str(client.post("/score", json=self.bodies[i % len(self.bodies)]).status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                self.statuses[code] = self.statuses.get(code, 0) + 1
+                i += 1
+                time.sleep(0.01)
+
+    def finish(self) -> dict[str, int]:
+        self.stop_event.set()
+        self.join(30)
+        return self.statuses
+
+
+@pytest.fixture(scope="module")
+def deployment(airflow_db, tmp_path_factory):
+    """A home with champion v1 and a live `bentoml serve` following the deployment state."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("deploy") / "home"))
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        build_serving_home(settings)
+        write_state(settings, DeploymentState(champion="1", reason="test start"))
+        service = ServingProcess(settings).start()
+        mp.setenv("FRAUDFLOW_SERVING_URL", service.url)
+        mp.setenv("FRAUDFLOW_SERVING_AUTOSTART", "false")
+        bodies = [
+            {
+                "transaction_id": int(r.TRANSACTION_ID),
+                "tx_datetime": r.TX_DATETIME.isoformat(),
+                "customer_id": r.CUSTOMER_ID,
+                "terminal_id": r.TERMINAL_ID,
+                "tx_amount": float(r.TX_AMOUNT),
+            }
+            for r in replay_sample(settings, 50).itertuples(index=False)
+        ]
+        yield settings, service, bodies
+        assert service.stop() is not None
+
+
+def _register_copy_of_champion(settings) -> str:
+    """A new version with the champion's model: a 'retrained' challenger known to be good."""
+    champion = registry.version_by_alias(settings, registry.CHAMPION)
+    keep = {k: v for k, v in champion.tags.items() if k != "fraudflow.rollout"}
+    return registry.register_challenger(settings, model_uri=champion.source, run_id=champion.run_id, tags=keep).version
+
+
+def _decisions(settings) -> list[dict]:
+    path = settings.serving_dir / "decisions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _served_version(url: str, body: dict) -> str:
+    return httpx.post(f"{url}/score", json=body, timeout=10).json()["model_version"]
+
+
+def test_staged_rollout_promotes_good_rolls_back_bad_with_zero_failed_requests(deployment):
+    settings, service, bodies = deployment
+    dag = load_dag("deploy_model")
+    conf = {"shadow_requests": 250, "canary_requests": 300, "build_bento": False}
+    load = LoadGenerator(service.url, bodies)
+    load.start()
+    try:
+        # v2, a good challenger: shadow -> canary -> promote.
+        assert _register_copy_of_champion(settings) == "2"
+        good = run_dag(dag, logical_date=as_logical_date(dt.date(2018, 6, 1)), conf=conf)
+        assert good.state == "success", good
+        assert registry.aliases(settings) == {"champion": "2", "previous": "1"}
+        assert read_state(settings).champion == "2" and read_state(settings).mode == "champion"
+        assert _served_version(service.url, bodies[0]) == "2"
+
+        # v3 answers slowly once it takes real traffic: shadow passes, canary breaks p99 -> rollback.
+        assert _register_copy_of_champion(settings) == "3"
+        drill = {"stage": "canary", "challenger_delay_ms": 120}
+        bad = run_dag(dag, logical_date=as_logical_date(dt.date(2018, 6, 2)), conf={**conf, "drill": drill})
+        assert bad.state == "success", bad  # a rollback is a decision, not a crash
+        assert registry.aliases(settings) == {"champion": "2", "previous": "1"}
+        assert read_state(settings).champion == "2" and read_state(settings).challenger is None
+        assert _served_version(service.url, bodies[0]) == "2"
+    finally:
+        statuses = load.finish()
+    assert set(statuses) == {"200"} and statuses["200"] > 100, statuses
+
+    decisions = _decisions(settings)
+    assert [(d["stage"], d.get("check", {}).get("passed")) for d in decisions] == [
+        ("shadow", True),
+        ("canary", True),
+        ("promote", None),
+        ("shadow", True),
+        ("canary", False),
+        ("rollback", None),
+    ]
+    assert "p99_latency_ms" in decisions[-1]["reason"]
+    assert all(d["replay"]["failed"] == 0 for d in decisions if "replay" in d)
+    v3 = registry.version_by_alias(settings, registry.PREVIOUS)  # still v1; v3 carries the reason
+    assert v3.version == "1"
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(settings.mlflow_tracking_uri).get_model_version(registry.MODEL_NAME, "3").tags
+    assert tags["fraudflow.rollout"] == "rolled_back" and "canary" in tags["fraudflow.rollout_reason"]
+
+    # One command restores the previous champion; the service follows without a restart.
+    result = CliRunner().invoke(main, ["rollback"])
+    assert result.exit_code == 0, result.output
+    assert registry.aliases(settings) == {"champion": "1", "previous": "2"}
+    deadline = time.monotonic() + 20
+    while _served_version(service.url, bodies[0]) != "1" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _served_version(service.url, bodies[0]) == "1"
+
+
+def test_explain_traces_a_logged_prediction_to_its_data(deployment):
+    settings, service, bodies = deployment
+    answer = httpx.post(f"{service.url}/score", json=bodies[1], timeout=10).json()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        logged = read_predictions(settings.predictions_dir)
+        if (logged["request_id"] == answer["request_id"]).any():
+            break
+        time.sleep(0.3)
+    result = CliRunner().invoke(main, ["explain", answer["request_id"], "--json"])
+    assert result.exit_code == 0, result.output
+    lineage = json.loads(result.stdout)
+    assert lineage["request"]["transaction_id"] == str(bodies[1]["transaction_id"])  # ids are logged as text
+    assert lineage["model"]["version"] == answer["model_version"]
+    assert lineage["training"]["mlflow_parent_run"]
+    assert lineage["data"]["lake_partitions"] and lineage["features"]["feature_service"] == "fraud_detection_v1"
+    assert set(lineage["request"]["features"]) >= {"TX_AMOUNT", "TERMINAL_ID_RISK_30DAY_WINDOW"}

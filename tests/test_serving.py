@@ -1,0 +1,328 @@
+"""The BentoML scoring service, as real `bentoml serve` processes spoken to over HTTP.
+
+One small home (lake, features, Feast online store, a registered champion) is built without
+Airflow; three servers start on it side by side: the normal one, one whose online store is
+gone (degraded mode) and one behind a bearer token.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from fraudflow import registry
+from fraudflow.features import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
+from fraudflow.serving import FeatureLookup, Scorer, Transaction
+from tests.helpers import build_serving_home
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TOKEN = "test-token-42"
+METRICS = (
+    "fraudflow_request_duration_seconds",
+    "fraudflow_fraud_score",
+    "fraudflow_degraded_total",
+    "fraudflow_errors_total",
+    "fraudflow_requests_total",
+)
+
+
+@pytest.fixture(scope="module")
+def serving_home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("serving") / "home"))
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        frame = build_serving_home(settings)
+        yield settings, frame
+
+
+class Server:
+    """One `bentoml serve` process group on a free loopback port."""
+
+    def __init__(self, name: str, home: Path, workdir: Path, **env: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"{name}.log"
+        environ = {k: v for k, v in os.environ.items() if k not in ("FRAUDFLOW_API_TOKEN", "FRAUDFLOW_MODEL_URI")}
+        environ.update(
+            FRAUDFLOW_HOME=str(home),
+            BENTOML_HOME=str(workdir / f"bentoml-{name}"),
+            BENTOML_DO_NOT_TRACK="True",
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **env,
+        )
+        command = [str(BIN / "bentoml"), "serve", "service:FraudScoring", "--working-dir", "services/fraud_scoring"]
+        self.proc = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO,
+            env=environ,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown stops the workers too
+        )
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join([line for line in text if "leaked" not in line and "nanobind" not in line][-lines:])
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"bentoml serve exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"{self.url}/readyz not 200 after {timeout} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then check the workers left too: BentoML's arbiter
+        (circus) starts each worker in a session of its own, out of reach of killpg."""
+        try:
+            workers = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            workers = []
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        assert self.proc.returncode is not None
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        for worker in alive:
+            worker.kill()
+        assert not alive, f"workers {[w.pid for w in alive]} outlived bentoml serve"
+
+
+@pytest.fixture(scope="module")
+def servers(serving_home, tmp_path_factory):
+    settings, _ = serving_home
+    workdir = tmp_path_factory.mktemp("servers")
+    # A home whose online store is gone: the registry and MLflow are copies, the model's
+    # artifacts are still read from the original home (absolute paths in the MLflow DB).
+    broken = workdir / "home-without-online-store"
+    shutil.copytree(settings.root / "mlflow", broken / "mlflow")
+    (broken / "feast").mkdir(parents=True)
+    shutil.copy2(settings.feast_dir / "registry.db", broken / "feast" / "registry.db")
+    started = {
+        "main": Server("main", settings.root, workdir),
+        "no_store": Server("no_store", broken, workdir),
+        "token": Server("token", settings.root, workdir, FRAUDFLOW_API_TOKEN=TOKEN),
+    }
+    try:
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def _payload(row, **overrides) -> dict:
+    body = {
+        "transaction_id": int(row.TRANSACTION_ID),
+        "tx_datetime": pd.Timestamp(row.TX_DATETIME).isoformat(),
+        "customer_id": str(row.CUSTOMER_ID),
+        "terminal_id": str(row.TERMINAL_ID),
+        "tx_amount": float(row.TX_AMOUNT),
+    }
+    return {**body, **overrides}
+
+
+def _latest_features(settings, table: str, entity: str, key: str, columns: list[str]) -> np.ndarray:
+    rows = pd.concat(pd.read_parquet(p) for p in sorted(feature_dir(settings, table).glob("date=*/part-0.parquet")))
+    mine = rows[rows[entity] == key].sort_values("event_timestamp")
+    return mine[columns].iloc[-1].to_numpy(dtype=np.float64)
+
+
+def test_score_uses_online_features_and_the_champion(serving_home, servers):
+    settings, frame = serving_home
+    row = frame.iloc[-1]  # the last transaction: its customer's and terminal's latest feature rows
+    response = httpx.post(f"{servers['main'].url}/score", json=_payload(row), timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    champion = registry.version_by_alias(settings, registry.CHAMPION)
+    assert body["degraded"] is False and body["degraded_reason"] is None
+    assert 0.0 <= body["fraud_probability"] <= 1.0
+    assert body["model_name"] == registry.MODEL_NAME and body["model_version"] == champion.version
+    assert body["served_by"] == "champion" and body["transaction_id"] == int(row.TRANSACTION_ID)
+    assert len(body["request_id"]) == 32
+    threshold = float(champion.tags["fraudflow.threshold"])
+    assert body["is_fraud"] == (body["fraud_probability"] >= threshold)
+
+    # In-process, same code: the online store holds the feature tables' latest rows.
+    lookup, scorer = FeatureLookup(settings), Scorer(settings=settings)
+    X, degraded, _ = lookup.lookup([Transaction.model_validate(_payload(row))])
+    assert not degraded.any()
+    customer = _latest_features(settings, "customer", "CUSTOMER_ID", row.CUSTOMER_ID, CUSTOMER_FEATURES)
+    terminal = _latest_features(settings, "terminal", "TERMINAL_ID", row.TERMINAL_ID, TERMINAL_FEATURES)
+    np.testing.assert_allclose(X[CUSTOMER_FEATURES].to_numpy()[0], customer)
+    np.testing.assert_allclose(X[TERMINAL_FEATURES].to_numpy()[0], terminal)
+    assert scorer.version == champion.version
+    assert abs(scorer.predict(X)[0] - body["fraud_probability"]) < 1e-6
+
+
+def test_batch_equals_single_answers(serving_home, servers):
+    _, frame = serving_home
+    rows = [_payload(r) for r in frame.tail(48).itertuples()]
+    rows += [_payload(frame.iloc[0], customer_id="nobody"), _payload(frame.iloc[1], terminal_id="nowhere")]
+    url = servers["main"].url
+    batch = httpx.post(f"{url}/score_batch", json={"transactions": rows}, timeout=30)
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert len(results) == 50 and len({r["request_id"] for r in results}) == 1
+    with httpx.Client(base_url=url, timeout=10) as client:
+        singles = [client.post("/score", json=r).json() for r in rows]
+    np.testing.assert_allclose(
+        [r["fraud_probability"] for r in results], [s["fraud_probability"] for s in singles], atol=1e-9
+    )
+    assert [r["transaction_id"] for r in results] == [r["transaction_id"] for r in rows]
+    assert [r["degraded"] for r in results] == [False] * 48 + [True, True]
+    too_many = httpx.post(f"{url}/score_batch", json={"transactions": rows * 21}, timeout=30)
+    assert too_many.status_code == 400 and "transactions" in too_many.text
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("malformed JSON", "Invalid JSON"),
+        ("missing customer_id", "customer_id"),
+        ("tx_amount abc", "tx_amount"),
+        ("tx_amount -1", "tx_amount"),
+        ("tx_datetime 1700", "tx_datetime"),
+        ("extra field", "merchant_name"),
+        ("empty customer_id", "customer_id"),
+        ("multipart body", "content-type"),
+    ],
+)
+def test_invalid_input_is_a_4xx_naming_the_field(serving_home, servers, case, field):
+    _, frame = serving_home
+    good = _payload(frame.iloc[-1])
+    without_customer = {k: v for k, v in good.items() if k != "customer_id"}
+    requests = {
+        "malformed JSON": {"content": b'{"transaction_id": 1,', "headers": {"content-type": "application/json"}},
+        "missing customer_id": {"json": without_customer},
+        "tx_amount abc": {"json": {**good, "tx_amount": "abc"}},
+        "tx_amount -1": {"json": {**good, "tx_amount": -1}},
+        "tx_datetime 1700": {"json": {**good, "tx_datetime": "1700-01-01T00:00:00"}},
+        "extra field": {"json": {**good, "merchant_name": "x"}},
+        "empty customer_id": {"json": {**good, "customer_id": "  "}},
+        "multipart body": {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data; boundary=y"}},
+    }
+    response = httpx.post(f"{servers['main'].url}/score", timeout=10, **requests[case])
+    assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    assert field in response.text, response.text
+
+
+def test_unknown_entities_are_scored_degraded(serving_home, servers):
+    _, frame = serving_home
+    url = servers["main"].url
+    body = httpx.post(f"{url}/score", json=_payload(frame.iloc[-1], customer_id="card-never-seen"), timeout=10).json()
+    assert body["degraded"] is True and body["degraded_reason"] == "unknown customer"
+    assert 0.0 <= body["fraud_probability"] <= 1.0
+    body = httpx.post(f"{url}/score", json=_payload(frame.iloc[-1], terminal_id=987654321), timeout=10).json()
+    assert body["degraded"] is True and body["degraded_reason"] == "unknown terminal"
+
+
+def test_missing_online_store_degrades_instead_of_failing(serving_home, servers):
+    _, frame = serving_home
+    url = servers["no_store"].url
+    response = httpx.post(f"{url}/score", json=_payload(frame.iloc[-1]), timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["degraded"] is True and body["degraded_reason"].startswith("feature store unavailable: ")
+    batch = httpx.post(f"{url}/score_batch", json={"transactions": [_payload(frame.iloc[-1])] * 3}, timeout=10)
+    assert batch.status_code == 200 and all(r["degraded"] for r in batch.json()["results"])
+    health = httpx.get(f"{url}/healthz", timeout=10).json()
+    assert health["feature_store"] == "unavailable" and health["status"] == "ok"
+    assert httpx.get(f"{servers['main'].url}/healthz", timeout=10).json()["feature_store"] == "ok"
+
+
+def test_bearer_token(serving_home, servers):
+    _, frame = serving_home
+    url, payload = servers["token"].url, _payload(frame.iloc[-1])
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        response = httpx.post(f"{url}/score", json=payload, headers=headers, timeout=10)
+        assert response.status_code == 401, response.text
+        assert response.json() == {"error": "missing or invalid bearer token"}
+    assert httpx.post(f"{url}/score_batch", json={"transactions": [payload]}, timeout=10).status_code == 401
+    assert httpx.get(f"{url}/docs.json", timeout=10).status_code == 401
+    authorized = httpx.post(f"{url}/score", json=payload, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert authorized.status_code == 200 and authorized.json()["degraded"] is False
+    for path in ("/livez", "/readyz", "/healthz", "/metrics"):
+        assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
+    assert httpx.post(f"{servers['main'].url}/score", json=payload, timeout=10).status_code == 200  # no token set
+
+
+def test_metrics_carry_fraudflow_series(serving_home, servers):
+    settings, frame = serving_home
+    url = servers["main"].url
+    httpx.post(f"{url}/score", json=_payload(frame.iloc[-1]), timeout=10)
+    httpx.post(f"{url}/score", json=_payload(frame.iloc[-1], customer_id="nobody-here"), timeout=10)
+    httpx.post(f"{url}/score", json={"tx_amount": -1}, timeout=10)
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for name in METRICS:
+        assert name in text, name
+    version = registry.version_by_alias(settings, registry.CHAMPION).version
+    assert f'fraudflow_request_duration_seconds_count{{endpoint="/score",model_version="{version}"}}' in text
+    assert 'fraudflow_requests_total{endpoint="/score",served_by="champion"}' in text
+    assert 'fraudflow_degraded_total{reason="unknown customer"}' in text
+    assert 'fraudflow_errors_total{endpoint="/score",status="400"}' in text
+    assert "bentoml_service_request_total" in text  # BentoML's own series are still there
+    health = httpx.get(f"{url}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["model_version"] == version and health["feature_store"] == "ok"
+    assert health["mode"] == "champion" and health["challenger_version"] is None
+
+
+def test_schemathesis_finds_no_server_error(servers, tmp_path):
+    command = [
+        str(BIN / "schemathesis"),
+        "run",
+        f"{servers['main'].url}/docs.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "30",
+        "--seed",
+        "7",
+        "--generation-database",
+        "none",
+        "--no-color",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
+
+
+def test_bento_requirements_are_the_repo_pins():
+    """services/fraud_scoring/requirements.txt copies constraints.txt pins (BentoML refuses a
+    requirements file outside the build context): they must not drift apart."""
+
+    def pins(path: Path) -> dict[str, str]:
+        lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+        return {name.lower().replace("_", "-"): v for name, _, v in (x.partition("==") for x in lines if "==" in x)}
+
+    bento, repo = pins(REPO / "services/fraud_scoring/requirements.txt"), pins(REPO / "constraints.txt")
+    assert bento and {k: v for k, v in bento.items() if repo.get(k) != v} == {}
