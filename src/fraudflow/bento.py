@@ -35,19 +35,14 @@ def build_model_bento(settings: Settings, version: str) -> str:
         )
     build_ctx = repo_root() / SERVICE_DIR
     spec = yaml.safe_load((build_ctx / "bentofile.yaml").read_text())
-    bento = bentoml.bentos.build(
-        spec["service"],
-        name=spec["name"],
-        version=f"v{version}",
-        labels={**spec.get("labels", {}), "model_version": str(version), "model": str(model.tag)},
-        description=spec.get("description"),
-        include=spec.get("include"),
-        python={
-            "requirements_txt": str((build_ctx / spec["python"]["requirements_txt"]).resolve()),
-            "lock_packages": False,
-        },
-        models=[str(model.tag)],
-        build_ctx=str(build_ctx),
-    )
+    spec["models"] = [str(model.tag)]
+    spec["labels"] = {**spec.get("labels", {}), "model_version": str(version), "model": str(model.tag)}
+    # The per-version bentofile lives outside the repo; relative paths in it still resolve
+    # against the build context. (bentoml.bentos.build() turns the requirements path absolute
+    # and then refuses it; building from a bentofile, as the CLI does, works.)
+    bentofile = settings.bentoml_home / "bentofiles" / f"bentofile-v{version}.yaml"
+    bentofile.parent.mkdir(parents=True, exist_ok=True)
+    bentofile.write_text(yaml.safe_dump(spec, sort_keys=False))
+    bento = bentoml.bentos.build_bentofile(str(bentofile), version=f"v{version}", build_ctx=str(build_ctx))
     set_version_tags(settings, version, {"fraudflow.bento": str(bento.tag)})
     return str(bento.tag)
