@@ -146,8 +146,9 @@ def _print_models(settings: Settings, console: Console) -> None:
 
     current = aliases(settings)
     table = Table(title="model registry: fraud-detector")
-    for col in ("alias", "version", "family", "AUC ROC", "AP", "CP@100", "gate", "model card"):
-        table.add_column(col, overflow="fold")
+    for col in ("alias", "version", "family", "AUC ROC", "AP", "CP@100", "gate"):
+        table.add_column(col, no_wrap=True)
+    cards = []
     for alias in (CHAMPION, CHALLENGER, "previous"):
         if alias not in current:
             continue
@@ -164,5 +165,7 @@ def _print_models(settings: Settings, console: Console) -> None:
             t.get("fraudflow.model_card", "-"),
         )
     if not current:
-        table.add_row("(none)", "-", "-", "-", "-", "-", "gate refused every candidate", "-")
+        table.add_row("(none)", "-", "-", "-", "-", "-", "gate refused every candidate")
     console.print(table)
+    for line in cards:
+        console.print(line)
