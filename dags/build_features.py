@@ -19,6 +19,7 @@ import datetime as dt
 from airflow.sdk import dag, task
 
 from fraudflow.orchestration.assets import LAKE_TRANSACTIONS, ONLINE_FEATURES
+from fraudflow.orchestration.dag_defaults import default_args, start_date
 from fraudflow.settings import get_settings
 
 SETTINGS = get_settings()
@@ -26,14 +27,10 @@ SETTINGS = get_settings()
 
 @dag(
     schedule=[LAKE_TRANSACTIONS],
-    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
+    start_date=start_date(SETTINGS),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "fraudflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": dt.timedelta(seconds=SETTINGS.task_retry_delay_seconds),
-    },
+    default_args=default_args(SETTINGS),
     tags=["fraudflow", "features", "feast"],
     doc_md=__doc__,
 )

@@ -19,11 +19,10 @@ prediction log; every decision also goes to `serving/decisions.jsonl`.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, dag, task
 
 from fraudflow.orchestration.assets import MODEL_CHALLENGER
+from fraudflow.orchestration.dag_defaults import default_args, start_date
 from fraudflow.settings import get_settings
 
 SETTINGS = get_settings()
@@ -31,14 +30,10 @@ SETTINGS = get_settings()
 
 @dag(
     schedule=[MODEL_CHALLENGER],
-    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
+    start_date=start_date(SETTINGS),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "fraudflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": dt.timedelta(seconds=SETTINGS.task_retry_delay_seconds),
-    },
+    default_args=default_args(SETTINGS),
     params={
         "shadow_requests": Param(SETTINGS.shadow_requests, type="integer", minimum=1),
         "canary_requests": Param(SETTINGS.canary_requests, type="integer", minimum=1),

@@ -26,6 +26,7 @@ import datetime as dt
 from airflow.sdk import dag, task
 
 from fraudflow.orchestration.assets import LAKE_TRANSACTIONS
+from fraudflow.orchestration.dag_defaults import default_args, start_date
 from fraudflow.orchestration.sensors import LandingFileSensor
 from fraudflow.settings import get_settings
 
@@ -34,14 +35,10 @@ SETTINGS = get_settings()
 
 @dag(
     schedule="@daily",
-    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
+    start_date=start_date(SETTINGS),
     catchup=True,
     max_active_runs=4,
-    default_args={
-        "owner": "fraudflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": dt.timedelta(seconds=SETTINGS.task_retry_delay_seconds),
-    },
+    default_args=default_args(SETTINGS),
     tags=["fraudflow", "ingestion"],
     doc_md=__doc__,
 )

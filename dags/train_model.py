@@ -25,6 +25,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from fraudflow.orchestration.assets import MODEL_CHALLENGER
+from fraudflow.orchestration.dag_defaults import default_args, start_date
 from fraudflow.settings import get_settings
 
 SETTINGS = get_settings()
@@ -32,14 +33,10 @@ SETTINGS = get_settings()
 
 @dag(
     schedule=SETTINGS.train_schedule,
-    start_date=dt.datetime.combine(SETTINGS.start_date, dt.time(), tzinfo=dt.UTC),
+    start_date=start_date(SETTINGS),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "fraudflow",
-        "retries": SETTINGS.task_retries,
-        "retry_delay": dt.timedelta(seconds=SETTINGS.task_retry_delay_seconds),
-    },
+    default_args=default_args(SETTINGS),
     params={
         "reason": Param("scheduled", type="string", description="why this run (drift checks set it)"),
         "run_date": Param(None, type=["null", "string"], description="last test day (default: newest lake day)"),
