@@ -165,3 +165,19 @@ def test_explain_traces_a_logged_prediction_to_its_data(deployment):
     assert lineage["training"]["mlflow_parent_run"]
     assert lineage["data"]["lake_partitions"] and lineage["features"]["feature_service"] == "fraud_detection_v1"
     assert set(lineage["request"]["features"]) >= {"TX_AMOUNT", "TERMINAL_ID_RISK_30DAY_WINDOW"}
+
+
+def test_first_deployment_promotes_without_a_champion(airflow_db, settings):
+    """No champion yet: shadow and canary are recorded as skipped, the challenger is promoted."""
+    build_serving_home(settings, days=20, customers=200, terminals=400)  # registers v1 as champion
+    registry.delete_alias(settings, registry.CHAMPION)  # start from a registry with no champion
+    version = registry.register_challenger(settings, model_uri="models:/fraud-detector/1", run_id=None, tags={})
+    dag = load_dag("deploy_model")
+    outcome = run_dag(dag, logical_date=as_logical_date(dt.date(2018, 6, 3)), conf={"build_bento": True})
+    assert outcome.state == "success", outcome
+    assert registry.aliases(settings) == {"champion": version.version}
+    assert read_state(settings).champion == version.version
+    stages = [(d["stage"], d.get("skipped", False)) for d in _decisions(settings)]
+    assert stages == [("shadow", True), ("canary", True), ("promote", False)]
+    bento = registry.version_by_alias(settings, registry.CHAMPION).tags["fraudflow.bento"]
+    assert bento == f"fraud_scoring:v{version.version}"

@@ -114,9 +114,17 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> bool:
         lambda: run_dag_logged(settings, "train_model", logical_date=last, conf={"reason": "demo"}),
     )
 
+    deploy = _timed(
+        timings,
+        "deploy_model (Airflow)",
+        console,
+        lambda: run_dag_logged(settings, "deploy_model", logical_date=last, conf={"build_bento": True}),
+    )
+    outcomes_all = [*outcomes, features, training, deploy]
+
     lake = read_lake(settings, start=config.start, end=end)
     stats = summarise(frame)
-    ok = all(o.state == "success" for o in [*outcomes, features, training]) and len(lake) == stats["transactions"]
+    ok = all(o.state == "success" for o in outcomes_all) and len(lake) == stats["transactions"]
 
     table = Table(title="fraudflow demo summary")
     table.add_column("stage")

@@ -195,8 +195,22 @@ def run_stage(
     thresholds: Thresholds | None = None,
     drill: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Put the service in ``stage`` (shadow or canary) for ``challenger``, replay traffic, judge."""
+    """Put the service in ``stage`` (shadow or canary) for ``challenger``, replay traffic, judge.
+
+    A first deployment has no champion to compare against: the stage is recorded as skipped
+    and passes, so the challenger is promoted (the gate in train_model already judged it).
+    """
     current = read_state(settings)
+    if not (current.champion or aliases(settings).get(CHAMPION)):
+        reason = "first deployment: no champion to compare against"
+        decision = {
+            "stage": stage,
+            "challenger": challenger,
+            "skipped": True,
+            "check": {"passed": True, "reason": reason, "checks": {}},
+        }
+        record_decision(settings, decision)
+        return decision
     drill = dict(drill or {})
     drill_stage = drill.pop("stage", None)  # a drill may target one stage only
     state = write_state(
@@ -260,11 +274,14 @@ def reject_challenger(settings: Settings, reason: str, url: str | None = None) -
 
 def ensure_service(settings: Settings) -> str:
     """The URL of a live scoring service: ``serving_url`` if it answers, else (autostart) a new
-    detached ``bentoml serve`` on that port, left running to serve the outcome."""
+    detached ``bentoml serve`` on that port, left running to serve the outcome. Empty when there
+    is no champion yet (a first deployment needs no traffic to compare)."""
     from urllib.parse import urlparse
 
     import httpx
 
+    if not (read_state(settings).champion or aliases(settings).get(CHAMPION)):
+        return ""
     try:
         if httpx.get(f"{settings.serving_url}/readyz", timeout=2).status_code == 200:
             return settings.serving_url
