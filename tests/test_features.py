@@ -172,3 +172,17 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
         np.testing.assert_allclose(online[col].fillna(0).to_numpy(float), offline[col].to_numpy(float), err_msg=col)
     assert set(MODEL_INPUTS) <= set(online.columns)
     assert online["TX_AMOUNT"].eq(12.5).all()
+
+
+def test_numpy_request_flags_match_pandas_calendar():
+    """The epoch arithmetic agrees with pandas' own weekday/hour on random times."""
+    from fraudflow.features import request_time_arrays
+
+    rng = np.random.default_rng(3)
+    when = pd.to_datetime(rng.integers(946_684_800, 4_102_444_800, 20_000), unit="s")  # 2000..2100
+    out = request_time_arrays(np.ones(len(when)), when.to_numpy())
+    assert (out["TX_DURING_WEEKEND"] == (when.weekday >= 5)).all()
+    assert (out["TX_DURING_NIGHT"] == (when.hour <= 6)).all()
+    aware = pd.Series(when.tz_localize("UTC").tz_convert("Europe/Brussels"))
+    flags = request_time_features(pd.Series(np.ones(len(when))), aware)
+    assert (flags["TX_DURING_NIGHT"].to_numpy() == out["TX_DURING_NIGHT"]).all()  # judged in UTC

@@ -326,3 +326,25 @@ def test_bento_requirements_are_the_repo_pins():
 
     bento, repo = pins(REPO / "services/fraud_scoring/requirements.txt"), pins(REPO / "constraints.txt")
     assert bento and {k: v for k, v in bento.items() if repo.get(k) != v} == {}
+
+
+def test_fast_xgboost_path_equals_the_flavour_predict_proba(serving_home):
+    """Scorer's inplace_predict shortcut returns what the MLflow flavour's predict_proba does."""
+    settings, lake = serving_home
+    from fraudflow.serving import FeatureLookup, Scorer, Transaction
+
+    scorer = Scorer("models:/fraud-detector@champion", settings)
+    assert scorer._booster is not None  # the shortcut is really taken
+    sample = lake.sample(300, random_state=1)
+    transactions = [
+        Transaction(
+            transaction_id=int(r.TRANSACTION_ID),
+            tx_datetime=r.TX_DATETIME,
+            customer_id=r.CUSTOMER_ID,
+            terminal_id=r.TERMINAL_ID,
+            tx_amount=float(r.TX_AMOUNT),
+        )
+        for r in sample.itertuples(index=False)
+    ]
+    features, _, _ = FeatureLookup(settings).lookup(transactions)
+    np.testing.assert_allclose(scorer.predict(features), scorer.spec.predict_proba(scorer.model, features), rtol=1e-6)

@@ -170,8 +170,8 @@ def _print_models(settings: Settings, console: Console) -> None:
             t.get("fraudflow.average_precision", "?"),
             t.get("fraudflow.card_precision_at_100", "?"),
             t.get("fraudflow.gate", "?"),
-            t.get("fraudflow.model_card", "-"),
         )
+        cards.append(f"model card v{v.version}: {t.get('fraudflow.model_card', '-')}")
     if not current:
         table.add_row("(none)", "-", "-", "-", "-", "-", "gate refused every candidate")
     console.print(table)

@@ -46,17 +46,30 @@ class FeatureBuild(BaseModel):
     seconds: float
 
 
+def request_time_arrays(tx_amount: np.ndarray, tx_datetime: np.ndarray) -> dict[str, np.ndarray]:
+    """Amount, weekend and night flags (handbook: weekday Sat/Sun; hour <= 6) from numpy arrays.
+
+    The one implementation of the request-time inputs: numpy arithmetic on epoch seconds, so
+    the serving path pays microseconds for one row, and training pays the same per row.
+    ``tx_datetime`` is datetime64 (naive UTC).
+    """
+    seconds = np.asarray(tx_datetime, dtype="datetime64[s]").astype(np.int64)
+    days = np.floor_divide(seconds, _DAY)
+    return {
+        "TX_AMOUNT": np.asarray(tx_amount, dtype=np.float64),
+        "TX_DURING_WEEKEND": ((days + 3) % 7 >= 5).astype(np.int64),  # 1970-01-01 was a Thursday
+        "TX_DURING_NIGHT": (np.mod(seconds, _DAY) // 3600 <= 6).astype(np.int64),
+    }
+
+
 def request_time_features(tx_amount: pd.Series, tx_datetime: pd.Series) -> pd.DataFrame:
-    """Amount, weekend and night flags (handbook: weekday Sat/Sun; hour <= 6)."""
+    """:func:`request_time_arrays` for pandas callers (Feast's on-demand view); aware
+    timestamps are converted to UTC first."""
     when = pd.to_datetime(tx_datetime)
-    return pd.DataFrame(
-        {
-            "TX_AMOUNT": tx_amount.astype("float64").to_numpy(),
-            "TX_DURING_WEEKEND": (when.dt.weekday >= 5).astype("int64").to_numpy(),
-            "TX_DURING_NIGHT": (when.dt.hour <= 6).astype("int64").to_numpy(),
-        },
-        index=tx_amount.index,
-    )
+    if getattr(when.dt, "tz", None) is not None:
+        when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+    arrays = request_time_arrays(tx_amount.to_numpy(), when.to_numpy())
+    return pd.DataFrame(arrays, index=tx_amount.index)
 
 
 def _windows(codes: np.ndarray, seconds: np.ndarray, values: np.ndarray, lo: int, hi: int):

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
-from fraudflow.features import CUSTOMER_FEATURES, MODEL_INPUTS, TERMINAL_FEATURES, request_time_features
+from fraudflow.features import CUSTOMER_FEATURES, MODEL_INPUTS, TERMINAL_FEATURES, request_time_arrays
 from fraudflow.settings import Settings, get_settings
 
 DEFAULT_MODEL_URI = "models:/fraud-detector@champion"
@@ -107,13 +107,25 @@ class Scorer:
         self.tags = dict(mv.tags or {})
         self.threshold = float(self.tags.get("fraudflow.threshold", 0.5))
         self.spec, self.model = load_candidate_model(f"models:/{name}/{self.version}")
+        self._booster = None
         if self.spec.flavor == "xgboost":
             # A loaded XGBClassifier forgets n_jobs and starts every predict on all OpenMP
             # threads: 4.5 ms for one row on 2 cores against 1.0 ms single-threaded.
             self.model.set_params(n_jobs=1)
+            booster = self.model.get_booster()
+            if list(booster.feature_names or MODEL_INPUTS) == MODEL_INPUTS:
+                booster.set_param({"nthread": 1})
+                self._booster = booster
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
-        """Fraud probabilities (float64, one per row) for a frame of exactly ``MODEL_INPUTS``."""
+        """Fraud probabilities (float64, one per row) for a frame of exactly ``MODEL_INPUTS``.
+
+        XGBoost goes straight to ``Booster.inplace_predict`` on a float32 array (the same
+        numbers as ``predict_proba``, without its ~0.8 ms of pandas conversion per call).
+        """
+        if self._booster is not None and list(features.columns) == MODEL_INPUTS:
+            array = np.ascontiguousarray(features.to_numpy(dtype=np.float32))
+            return self._booster.inplace_predict(array, validate_features=False).astype(np.float64)
         return self.spec.predict_proba(self.model, features)
 
 
@@ -173,10 +185,8 @@ class FeatureLookup:
         """``(X, degraded, reasons)``: X holds ``MODEL_INPUTS`` in order, one row per transaction."""
         n = len(transactions)
         amounts = np.fromiter((t.tx_amount for t in transactions), dtype=np.float64, count=n)
-        when = pd.Series(pd.DatetimeIndex([t.tx_datetime for t in transactions]))
-        columns: dict[str, np.ndarray] = {
-            k: v.to_numpy() for k, v in request_time_features(pd.Series(amounts), when).items()
-        }
+        when = np.array([np.datetime64(t.tx_datetime.replace(tzinfo=None), "us") for t in transactions])
+        columns: dict[str, np.ndarray] = request_time_arrays(amounts, when)
         data = self._online([str(t.customer_id) for t in transactions], [str(t.terminal_id) for t in transactions])
         nan = np.full(n, np.nan)
         values = {f: nan if data is None else np.array(data[f], dtype=np.float64) for f in ENTITY_FEATURES}
