@@ -33,7 +33,8 @@ airflow: install ## Airflow UI (http://localhost:8080) on the same home as `make
 serve: install ## the scoring API (bentoml serve) on http://127.0.0.1:3000, champion from the demo
 	$(BIN)/fraudflow serve --port 3000
 
-bench: install ## every benchmark in benchmarks/, each prints a table
+bench: install ## every benchmark in benchmarks/, each prints a table (serving needs hey + wrk)
+	@command -v hey >/dev/null && command -v wrk >/dev/null || { echo "benchmarks/serving.py needs the load generators: sudo apt-get install -y hey wrk"; exit 1; }
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 lock: ## re-resolve the environment from pyproject.toml and rewrite constraints.txt

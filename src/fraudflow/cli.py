@@ -180,6 +180,7 @@ def serve(port) -> None:
             raise click.ClickException("no fraud-detector version has the alias 'champion' yet: run make demo first")
         write_state(settings, DeploymentState(champion=champion, reason="make serve"))
     os.environ.update({"FRAUDFLOW_HOME": str(settings.root), "BENTOML_HOME": str(settings.bentoml_home)})
+    os.environ.setdefault("FRAUDFLOW_SERVING_WORKERS", "2")  # one per core on the 2-core reference machine
     os.chdir(repo_root() / SERVICE_DIR)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     os.execv(bentoml, [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(port)])
