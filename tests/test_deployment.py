@@ -181,3 +181,18 @@ def test_first_deployment_promotes_without_a_champion(airflow_db, settings):
     assert stages == [("shadow", True), ("canary", True), ("promote", False)]
     bento = registry.version_by_alias(settings, registry.CHAMPION).tags["fraudflow.bento"]
     assert bento == f"fraud_scoring:v{version.version}"
+
+
+def test_clean_stop_flushes_every_answered_request(deployment):
+    """With an hour-long flush interval only the shutdown hook can write them: none is lost."""
+    settings, _, bodies = deployment
+    service = ServingProcess(settings, env={"FRAUDFLOW_PREDICTION_FLUSH_SECONDS": "3600"}).start()
+    try:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            answered = [client.post("/score", json=b).json()["request_id"] for b in bodies[:25]]
+        logged = set(read_predictions(settings.predictions_dir)["request_id"])
+        assert not set(answered) & logged  # still buffered: the interval has not passed
+    finally:
+        assert service.stop() is not None
+    logged = set(read_predictions(settings.predictions_dir)["request_id"])
+    assert set(answered) <= logged

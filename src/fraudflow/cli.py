@@ -181,6 +181,7 @@ def serve(port) -> None:
         write_state(settings, DeploymentState(champion=champion, reason="make serve"))
     os.environ.update({"FRAUDFLOW_HOME": str(settings.root), "BENTOML_HOME": str(settings.bentoml_home)})
     os.environ.setdefault("FRAUDFLOW_SERVING_WORKERS", "2")  # one per core on the 2-core reference machine
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.chdir(repo_root() / SERVICE_DIR)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     os.execv(bentoml, [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(port)])
@@ -232,6 +233,8 @@ def airflow(args) -> None:
 
     settings = get_settings()
     prepare_airflow(settings)
+    # standalone starts its components as `airflow ...` from PATH: put this venv's bin/ first.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
     os.execv(airflow_bin, [airflow_bin, *args])
 

@@ -39,12 +39,13 @@ class RoutedScoring:
         *,
         default_model_uri: str = DEFAULT_MODEL_URI,
         check_seconds: float = 0.25,
-        flush_seconds: float = 1.0,
+        flush_seconds: float | None = None,
     ) -> None:
         self.settings = settings
         self.path = state_path(settings)
         self.check_seconds = check_seconds
         self.features = FeatureLookup(settings)
+        flush_seconds = flush_seconds or settings.prediction_flush_seconds
         self.log = PredictionLog(settings.predictions_dir, flush_seconds=flush_seconds)
         self.log.start_background_flush()
         self._shadow = ThreadPoolExecutor(1, thread_name_prefix="shadow")

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     shadow_requests: int = Field(400, ge=1)
     canary_requests: int = Field(400, ge=1)
     canary_share: float = Field(0.2, gt=0, le=1)
+    prediction_flush_seconds: float = Field(1.0, gt=0)  # prediction log buffer; always flushed on stop
 
     # Production profile endpoints (filled by the production issue; unused when local).
     postgres_url: str | None = None
