@@ -137,9 +137,9 @@ def shadow_check(predictions: pd.DataFrame, thresholds: Thresholds | None = None
     scored = frame[~errors]
     p99 = float(np.percentile(scored["challenger_latency_ms"], 99)) if len(scored) else float("nan")
     psi = population_stability_index(scored["champion_score"], scored["challenger_score"])
-    agree = float((scored["challenger_score"] >= 0.5).eq(scored["is_fraud"].astype(bool)).mean()) if len(scored) else 0
-    if len(scored) and "challenger_is_fraud" in scored:
-        agree = float(scored["challenger_is_fraud"].eq(scored["is_fraud"]).mean())
+    # Each model decides with its own threshold (logged as challenger_is_fraud by the service).
+    decided = scored["challenger_is_fraud"] if "challenger_is_fraud" in scored else scored["challenger_score"] >= 0.5
+    agree = float(decided.astype(bool).eq(scored["is_fraud"].astype(bool)).mean()) if len(scored) else 0.0
     error_rate = float(errors.mean()) if len(frame) else float("nan")
     return _verdict(
         "shadow",
