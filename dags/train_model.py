@@ -2,7 +2,8 @@
 ### Train model
 
 Nightly (cron `FRAUDFLOW_TRAIN_SCHEDULE`, default 02:00) and on demand, e.g. by
-`monitor_drift` with `conf={"reason": ...}`. One run at a time.
+`monitor_drift` with `conf={"reason", "failed_checks", "report_path", "run_date"}` (recorded
+as MLflow tags and in the model card). One run at a time.
 
 1. **build_training_set**: the handbook's split ending on the newest published day up to
    the logical date (7 train days, 7-day label-delay gap, 7 test days; known-compromised
@@ -42,6 +43,8 @@ SETTINGS = get_settings()
         "run_date": Param(None, type=["null", "string"], description="last test day (default: newest lake day)"),
         "candidate_params": Param({}, type="object", description='per family, e.g. {"xgboost": {"n_estimators": 1}}'),
         "shuffle_labels": Param(False, type="boolean", description="gate drill: train on shuffled labels"),
+        "failed_checks": Param([], type="array", description="set by monitor_drift: the checks that failed"),
+        "report_path": Param(None, type=["null", "string"], description="set by monitor_drift: its summary JSON"),
     },
     tags=["fraudflow", "training", "mlflow"],
     doc_md=__doc__,
@@ -65,7 +68,14 @@ def train_model():
             run_date, train_days=settings.train_days, delay_days=settings.delay_days, test_days=settings.test_days
         )
         with fail_without_retry(TrainingSetRejected):
-            ts = build(settings, run_date=run_date, run_id=run_id, reason=params["reason"], window=window)
+            ts = build(
+                settings,
+                run_date=run_date,
+                run_id=run_id,
+                reason=params["reason"],
+                window=window,
+                trigger={"failed_checks": params["failed_checks"], "report_path": params["report_path"]},
+            )
         return ts.model_dump(mode="json")
 
     @task

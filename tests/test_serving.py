@@ -296,6 +296,40 @@ def test_metrics_carry_fraudflow_series(serving_home, servers):
     assert health["mode"] == "champion" and health["challenger_version"] is None
 
 
+def test_error_rate_over_threshold_is_an_immediate_alert(serving_home, servers, tmp_path, monkeypatch):
+    """watch_serving's check against the live service: the error rate counts only the requests
+    answered since the previous check, from the service's own Prometheus counters."""
+    from fraudflow.alerts import Tier, check_service, send_alert
+    from fraudflow.settings import get_settings
+    from tests.webhook import WebhookReceiver
+
+    _, frame = serving_home
+    url = servers["main"].url
+    with WebhookReceiver() as receiver:
+        monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "watcher"))
+        monkeypatch.setenv("FRAUDFLOW_ALERT_WEBHOOK_URL", receiver.url)
+        settings = get_settings()
+        health, alerts = check_service(settings, url)  # baseline: whatever earlier tests sent
+        assert health.up and alerts == []
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for i in range(30):
+                client.post("/score", json=_payload(frame.iloc[-1 - i]))
+        health, alerts = check_service(settings, url)
+        assert health.up and health.answered == 30 and health.errors == 0 and alerts == []
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for i in range(20):
+                client.post("/score", json=_payload(frame.iloc[-1 - i]))
+            for _ in range(10):
+                assert client.post("/score", json={"tx_amount": -1}).status_code == 400
+        health, alerts = check_service(settings, url)
+        assert (health.answered, health.errors) == (30, 10)
+        (alert,) = alerts
+        assert alert.tier is Tier.immediate and alert.check == "error_rate"
+        assert send_alert(settings, alert).webhook_status == "200"
+    assert receiver.received[0]["check"] == "error_rate"
+    assert "33.3% of 30 requests failed" in receiver.received[0]["summary"]
+
+
 def test_schemathesis_finds_no_server_error(servers, tmp_path):
     command = [
         str(BIN / "schemathesis"),

@@ -36,7 +36,9 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 | family | {{ d.best.candidate }} |
 | registered as | alias `challenger` (promotion to `champion` is the deployment DAG's job) |
 | why trained | {{ reason or "scheduled" }} |
-| gate | **{{ "passed" if d.passed else "failed" }}**: {{ d.reason }} |
+{% if t.trigger.failed_checks %}| failed checks | {{ t.trigger.failed_checks|join("; ") }} |
+{% endif %}{% if t.trigger.report_path %}| drift report | `{{ t.trigger.report_path }}` |
+{% endif %}| gate | **{{ "passed" if d.passed else "failed" }}**: {{ d.reason }} |
 | MLflow run | `{{ d.best.run_id }}` (parent `{{ t.parent_run_id }}`) |
 | threshold (F1-optimal on test) | {{ "%.4f"|format(d.best.threshold) }} |
 

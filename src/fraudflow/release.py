@@ -139,8 +139,12 @@ def register_best(
         "fraudflow.feature_service": training_set.feature_service,
         "fraudflow.data_fingerprint": training_set.fingerprint,
         "fraudflow.training_set": training_set.folder,
-        "fraudflow.reason": reason or "scheduled",
+        "fraudflow.reason": (reason or "scheduled")[:4000],
     }
+    if training_set.trigger.get("failed_checks"):
+        tags["fraudflow.failed_checks"] = "; ".join(training_set.trigger["failed_checks"])[:4000]
+    if training_set.trigger.get("report_path"):
+        tags["fraudflow.drift_report"] = training_set.trigger["report_path"]
     version = register_challenger(settings, model_uri=best.model_uri, run_id=best.run_id, tags=tags)
     card = write_model_card(settings, version=version, decision=decision, training_set=training_set, reason=reason)
     set_version_tags(settings, version.version, {"fraudflow.model_card": card})

@@ -81,6 +81,22 @@ class Settings(BaseSettings):
     canary_share: float = Field(0.2, gt=0, le=1)
     prediction_flush_seconds: float = Field(1.0, gt=0)  # prediction log buffer; always flushed on stop
 
+    # Monitoring (monitor_drift) and alerts
+    monitor_window_days: int = Field(7, ge=1)  # drift window; performance uses the same length, delay_days older
+    drift_amount_method: str = "wasserstein"  # Evidently stattest for amount columns (normed Wasserstein)
+    drift_method: str = "psi"  # counts, terminal risk ratios and 0/1 flags
+    prediction_drift_method: str = "psi"
+    drift_threshold: float = Field(0.1, gt=0)  # Evidently's default for both methods
+    drift_max_drifted_inputs: int = Field(0, ge=0)  # input drift fails above this many drifted columns
+    monitor_min_logged_predictions: int = Field(500, ge=1)  # fewer live scores: score the lake window
+    performance_ap_tolerance: float = Field(0.10, ge=0)  # allowed drop below the champion's gate AP
+    performance_cp_tolerance: float = Field(0.10, ge=0)  # same for CP@100
+    alert_webhook_url: str | None = None  # alerts also POSTed here as JSON (always logged)
+    alert_error_rate: float = Field(0.05, ge=0, le=1)  # immediate alert above this share of 4xx/5xx
+    alert_min_requests: int = Field(20, ge=1)  # ...once at least this many requests were answered
+    alert_webhook_timeout_seconds: float = Field(5.0, gt=0)
+    serving_watch_schedule: str = "*/5 * * * *"  # watch_serving: service down / error rate
+
     # Production profile endpoints (filled by the production issue; unused when local).
     postgres_url: str | None = None
     redis_url: str | None = None

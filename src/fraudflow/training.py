@@ -58,6 +58,8 @@ class TrainingSet(BaseModel):
     features: list[str] = Field(default_factory=lambda: list(MODEL_INPUTS))
     fingerprint: str
     parent_run_id: str
+    reason: str = "scheduled"
+    trigger: dict[str, Any] = Field(default_factory=dict)  # monitor_drift's failed checks and report
 
     @property
     def train_path(self) -> Path:
@@ -122,6 +124,7 @@ def build_training_set(
     run_id: str | None,
     reason: str = "scheduled",
     window: TrainingWindow | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> TrainingSet:
     """Join the window's transactions with their point-in-time features from Feast, split them,
     write ``train.parquet`` / ``test.parquet``, and open the MLflow parent run with the lineage."""
@@ -153,10 +156,15 @@ def build_training_set(
     configure_mlflow(settings)
     tags = {
         "fraudflow.airflow_run_id": run_id or "adhoc",
-        "fraudflow.reason": reason,
+        "fraudflow.reason": reason[:4000],
         "fraudflow.feature_service": FEATURE_SERVICE,
         "mlflow.source.git.commit": git_commit(),
     }
+    trigger = {k: v for k, v in (trigger or {}).items() if v}
+    if trigger.get("failed_checks"):
+        tags["fraudflow.failed_checks"] = "; ".join(trigger["failed_checks"])[:4000]
+    if trigger.get("report_path"):
+        tags["fraudflow.drift_report"] = str(trigger["report_path"])
     with mlflow.start_run(run_name=f"train_model {run_date}", tags=tags) as parent:
         mlflow.log_params({f"window.{k}": str(v) for k, v in window.model_dump().items()})
         mlflow.log_params({"train_rows": len(train), "test_rows": len(test), "features": ",".join(MODEL_INPUTS)})
@@ -174,6 +182,8 @@ def build_training_set(
         validation_ids=validation_ids,
         fingerprint=_fingerprint(pd.concat([train, test])[["TRANSACTION_ID", LABEL, *MODEL_INPUTS]]),
         parent_run_id=parent.info.run_id,
+        reason=reason,
+        trigger=trigger,
     )
     with mlflow.start_run(run_id=parent.info.run_id):
         mlflow.set_tag("fraudflow.data_fingerprint", training_set.fingerprint)

@@ -1,0 +1,46 @@
+"""
+### Watch serving
+
+Every 5 minutes (`FRAUDFLOW_SERVING_WATCH_SCHEDULE`): probes the scoring service at
+`FRAUDFLOW_SERVING_URL` (`/healthz`) and reads its Prometheus `/metrics`. Raises an
+**immediate** alert when the service is down or when more than `FRAUDFLOW_ALERT_ERROR_RATE`
+of the requests answered since the previous check failed (4xx/5xx). Alerts go to the task
+log, `monitoring/alerts.jsonl` and the optional webhook `FRAUDFLOW_ALERT_WEBHOOK_URL`.
+The task itself succeeds: an outage is reported by the alert, not by a red task.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+
+from fraudflow.orchestration.dag_defaults import default_args, start_date
+from fraudflow.settings import get_settings
+
+SETTINGS = get_settings()
+
+
+@dag(
+    schedule=SETTINGS.serving_watch_schedule,
+    start_date=start_date(SETTINGS),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(SETTINGS),
+    tags=["fraudflow", "monitoring", "alerts"],
+    doc_md=__doc__,
+)
+def watch_serving():
+    @task
+    def check_service() -> dict:
+        from fraudflow.alerts import check_service as probe
+        from fraudflow.alerts import send_alert
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        health, alerts = probe(settings, settings.serving_url)
+        sent = [send_alert(settings, a).model_dump(mode="json") for a in alerts]
+        return {"health": health.model_dump(), "alerts": sent}
+
+    check_service()
+
+
+watch_serving()
