@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: install ## simulate, ingest every day through Airflow, summarise (embedded defaults)
-	$(BIN)/fraudflow demo
+demo: install ## the whole closed loop on embedded defaults (starts from a clean $(FRAUDFLOW_HOME))
+	$(BIN)/fraudflow demo --fresh
 
 test: install ## lint + the whole suite against real Airflow/GX/Feast/MLflow/BentoML/Evidently
 	$(BIN)/ruff check .

@@ -99,17 +99,41 @@ def ingest(start, end) -> None:
 
 
 @main.command()
-@click.option("--days", default=90, show_default=True, type=click.IntRange(2), help="Days of history to simulate.")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(30), help="Undrifted days of history.")
+@click.option("--drift-days", default=21, show_default=True, type=click.IntRange(7), help="Drifted days after them.")
 @click.option("--customers", default=5000, show_default=True, type=click.IntRange(1))
 @click.option("--terminals", default=10000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
-def demo(days, customers, terminals, seed) -> None:
-    """The main job on embedded defaults: simulate, ingest every day through Airflow, summarise."""
+@click.option("--fresh", is_flag=True, help="Delete the fraudflow home first (make demo does).")
+def demo(days, drift_days, customers, terminals, seed, fresh) -> None:
+    """The whole closed loop on embedded defaults: history -> first model in production ->
+    drifted days -> monitor_drift -> retraining -> staged rollout, then a summary."""
+    import shutil
+
     from fraudflow.demo import DemoConfig, run_demo
 
-    config = DemoConfig(days=days, customers=customers, terminals=terminals, seed=seed)
-    ok = run_demo(get_settings(), config, _terminal_console())
-    sys.exit(0 if ok else 1)
+    settings = get_settings()
+    if fresh and settings.root.exists():
+        _stop_recorded_service(settings)
+        shutil.rmtree(settings.root)
+    elif (settings.transactions_dir).exists():
+        raise click.ClickException(f"{settings.root} already holds a run: use --fresh (make demo does) or make clean")
+    config = DemoConfig(days=days, drift_days=drift_days, customers=customers, terminals=terminals, seed=seed)
+    report = run_demo(settings, config, _terminal_console())
+    sys.exit(0 if report.ok else 1)
+
+
+def _stop_recorded_service(settings) -> None:
+    """A service deploy_model autostarted in this home (serving/service.pid) would outlive it."""
+    import os
+    import signal
+
+    pid_file = settings.serving_dir / "service.pid"
+    if pid_file.exists():
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
 
 
 @main.group()

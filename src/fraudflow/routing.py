@@ -58,6 +58,15 @@ class RoutedScoring:
         self.champion: Scorer = Scorer(uri, settings)
         self.challenger: Scorer | None = self._scorer(self.state.challenger)
         self.load_error: str | None = None
+        # Follow the state file without traffic too: a quiet service must still switch (the
+        # controller waits for /healthz to report the new revision before replaying traffic).
+        self._stop_following = threading.Event()
+        self._follower = threading.Thread(target=self._follow, daemon=True, name="deployment-follow")
+        self._follower.start()
+
+    def _follow(self) -> None:
+        while not self._stop_following.wait(self.check_seconds):
+            self.refresh()
 
     # -- following the state file -----------------------------------------------------------
     def _stat(self) -> int | None:
@@ -238,5 +247,6 @@ class RoutedScoring:
 
     def close(self) -> None:
         """Finish shadow work and flush the log (called on shutdown: nothing is lost)."""
+        self._stop_following.set()
         self._shadow.shutdown(wait=True)
         self.log.close()

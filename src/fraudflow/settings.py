@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     alert_webhook_timeout_seconds: float = Field(5.0, gt=0)
     serving_watch_schedule: str = "*/5 * * * *"  # watch_serving: service down / error rate
 
+    airflow_home_dir: Path | None = None  # Airflow's own home when not <home>/airflow (e.g. a shared one)
+
     # Production profile endpoints (filled by the production issue; unused when local).
     postgres_url: str | None = None
     redis_url: str | None = None
@@ -146,7 +148,7 @@ class Settings(BaseSettings):
     # -- engines ------------------------------------------------------------------------
     @property
     def airflow_home(self) -> Path:
-        return self.root / "airflow"
+        return self.airflow_home_dir or self.root / "airflow"
 
     @property
     def gx_dir(self) -> Path:

@@ -110,3 +110,21 @@ def run_dag(dag, *, logical_date: dt.datetime | None = None, conf: dict | None =
 
 def as_logical_date(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def run_queued(dag_id: str) -> list[DagRunOutcome]:
+    """Play the scheduler for runs another DAG triggered: ``TriggerDagRunOperator`` leaves them
+    queued, and without a scheduler nothing starts them.
+
+    Each queued run is executed by ``dag.test()`` on its own logical date and conf. ``dag.test()``
+    cannot adopt an existing run; it replaces the row that has the same logical date, so the UI
+    then shows the run as a test run carrying the trigger's conf.
+    """
+    from airflow.models import DagRun
+    from airflow.utils.state import DagRunState
+
+    queued = DagRun.find(dag_id=dag_id, state=DagRunState.QUEUED)
+    if not queued:
+        return []
+    dag = load_dag(dag_id)
+    return [run_dag(dag, logical_date=run.logical_date, conf=dict(run.conf or {})) for run in queued]
