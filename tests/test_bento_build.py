@@ -26,3 +26,19 @@ def test_build_model_bento_labels_and_records_the_version(settings, monkeypatch)
     assert version.tags["fraudflow.bento"] == "fraud_scoring:v1"
     # Building again for the same version reuses the imported model (no duplicate import).
     assert len(bentoml.models.list("fraud-detector")) == 1
+
+
+def test_each_home_builds_into_its_own_bentoml_store(tmp_path, monkeypatch):
+    """BentoML memoizes its stores per process: the second home of a process (the closed-loop
+    test after test_build_model_bento_...) must not land in the first home's store."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    from fraudflow.bento import _use_bentoml_home
+    from fraudflow.settings import get_settings
+
+    for name in ("first", "second"):
+        monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / name))
+        settings = get_settings()
+        _use_bentoml_home(settings)
+        assert BentoMLContainer.bento_store.get()._path == settings.bentoml_home / "bentos"
+        assert BentoMLContainer.model_store.get()._path == settings.bentoml_home / "models"

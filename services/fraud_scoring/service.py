@@ -82,7 +82,5 @@ class FraudScoring:
         return BatchResponse(results=self._score(transactions, "/score_batch"))
 
 
-FraudScoring.add_asgi_middleware(
-    Guard, service=bentoml.get_current_service, token=os.environ.get("FRAUDFLOW_API_TOKEN")
-)
+FraudScoring.add_asgi_middleware(Guard, service=bentoml.get_current_service, token=get_settings().api_token)
 quiet_validation_tracebacks()

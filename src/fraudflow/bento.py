@@ -23,6 +23,8 @@ def build_model_bento(settings: Settings, version: str) -> str:
     os.environ["BENTOML_HOME"] = str(settings.bentoml_home)  # outside the build context
     import bentoml
 
+    _use_bentoml_home(settings)
+
     from fraudflow.tracking import configure_mlflow
 
     configure_mlflow(settings)
@@ -46,3 +48,25 @@ def build_model_bento(settings: Settings, version: str) -> str:
     bento = bentoml.bentos.build_bentofile(str(bentofile), version=f"v{version}", build_ctx=str(build_ctx))
     set_version_tags(settings, version, {"fraudflow.bento": str(bento.tag)})
     return str(bento.tag)
+
+
+def _use_bentoml_home(settings: Settings) -> None:
+    """Point BentoML's stores at this home. BentoML resolves BENTOML_HOME once per process and
+    memoizes its stores (singleton providers), so a second home in the same process would build
+    into the first one's store; override the chain each call (found by the closed-loop test)."""
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    home = settings.bentoml_home
+    dirs = {sub: home / sub for sub in ("bentos", "models", "envs", "tmp")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.bento_store_dir.set(str(dirs["bentos"]))
+    BentoMLContainer.model_store_dir.set(str(dirs["models"]))
+    BentoMLContainer.env_store_dir.set(str(dirs["envs"]))
+    BentoMLContainer.tmp_bento_store_dir.set(str(dirs["tmp"]))
+    BentoMLContainer.bento_store.set(BentoStore(str(dirs["bentos"])))
+    BentoMLContainer.model_store.set(ModelStore(str(dirs["models"])))
+    BentoMLContainer.tmp_bento_store.set(BentoStore(str(dirs["tmp"])))

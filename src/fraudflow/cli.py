@@ -190,7 +190,8 @@ def rollback() -> None:
 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
-def serve(port) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to answer other machines/containers.")
+def serve(port, host) -> None:
     """Serve the scoring API (bentoml serve, foreground) on the fraudflow home's deployment state."""
     from fraudflow.deployment import DeploymentState, read_state, write_state
     from fraudflow.registry import CHAMPION, aliases
@@ -208,7 +209,7 @@ def serve(port) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.chdir(repo_root() / SERVICE_DIR)
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    os.execv(bentoml, [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(port)])
+    os.execv(bentoml, [bentoml, "serve", SERVICE_TARGET, "--host", host, "--port", str(port)])
 
 
 @main.command()

@@ -158,7 +158,7 @@ def replay_new_days(settings: Settings, url: str, *, start: dt.date, end: dt.dat
         .apply(lambda day: day.sample(n=min(per_day, len(day)), random_state=seed))
         .sort_values("TX_DATETIME")
     )
-    return replay_requests(url, sample)
+    return replay_requests(url, sample, token=settings.api_token)
 
 
 def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoReport:

@@ -37,12 +37,39 @@ def feature_repo_path() -> Path:
     return repo_root() / "feature_repo"
 
 
+def production_repo_config(settings: Settings):
+    """The production profile's store: SQL registry on PostgreSQL, Redis online store, DuckDB
+    offline store over the shared lake (the same definitions as ``feature_repo/``)."""
+    from urllib.parse import urlsplit
+
+    from feast.repo_config import RepoConfig
+
+    redis = urlsplit(settings.redis_url or "")
+    return RepoConfig(
+        project="fraudflow",
+        provider="local",
+        registry={
+            "registry_type": "sql",
+            "path": settings.postgres_database("feast", "postgresql+psycopg2"),
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        },
+        online_store={"type": "redis", "connection_string": f"{redis.hostname}:{redis.port or 6379},db=1"},
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=feature_repo_path(),
+    )
+
+
 def open_store(settings: Settings):
-    """A FeatureStore on ``feature_repo/`` whose registry and online store live in the home."""
+    """A FeatureStore on ``feature_repo/``: registry and online store in the home (local
+    profile, ``feature_store.yaml``) or on PostgreSQL and Redis (production profile)."""
     from feast import FeatureStore
 
     os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # expanded by Feast in feature_store.yaml
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    if settings.profile == "production":
+        return FeatureStore(repo_path=str(feature_repo_path()), config=production_repo_config(settings))
     return FeatureStore(repo_path=str(feature_repo_path()))
 
 
@@ -90,7 +117,7 @@ def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | No
         stage="materialize_online",
         run_id=run_id,
         read={"feature_views": [v.name for v in views], "until": end.isoformat()},
-        wrote={"online_store": "sqlite" if settings.profile == "local" else "configured", "mode": mode},
+        wrote={"online_store": "sqlite" if settings.profile == "local" else "redis", "mode": mode},
     )
     return Materialization(start=start, end=end, mode=mode, seconds=round(time.perf_counter() - started, 3))
 

@@ -229,7 +229,7 @@ def run_stage(
     if stage == "canary":  # enough traffic for the challenger's share to reach its minimum
         minimum = (thresholds or Thresholds()).min_canary_requests
         requests = max(requests, int(minimum / canary_share * 1.5))
-    replay = replay_requests(url, replay_sample(settings, requests, seed=state.revision))
+    replay = replay_requests(url, replay_sample(settings, requests, seed=state.revision), token=settings.api_token)
     logged = _logged_since(settings, since, replay.ok)
     check: StageCheck = (shadow_check if stage == "shadow" else canary_check)(logged, thresholds)
     decision = {"stage": stage, "challenger": challenger, "replay": replay.model_dump(), "check": check.model_dump()}

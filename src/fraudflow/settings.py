@@ -11,8 +11,9 @@ import datetime as dt
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +81,7 @@ class Settings(BaseSettings):
     canary_requests: int = Field(400, ge=1)
     canary_share: float = Field(0.2, gt=0, le=1)
     prediction_flush_seconds: float = Field(1.0, gt=0)  # prediction log buffer; always flushed on stop
+    api_token: str | None = None  # bearer token the scoring API requires (and the rollout replays send)
 
     # Monitoring (monitor_drift) and alerts
     monitor_window_days: int = Field(7, ge=1)  # drift window; performance uses the same length, delay_days older
@@ -99,10 +101,38 @@ class Settings(BaseSettings):
 
     airflow_home_dir: Path | None = None  # Airflow's own home when not <home>/airflow (e.g. a shared one)
 
-    # Production profile endpoints (filled by the production issue; unused when local).
-    postgres_url: str | None = None
-    redis_url: str | None = None
-    mlflow_server_url: str | None = None
+    # Production profile: the engines (required when profile=production, unused when local).
+    # The lake, feature tables, prediction log and MLflow artifacts stay under ``home``, which
+    # production mounts on a path every machine shares (NFS or a volume).
+    postgres_url: str | None = None  # postgresql://user:pass@host:port (databases airflow, mlflow, feast)
+    redis_url: str | None = None  # redis://host:port (Celery broker db 0, Feast online store db 1)
+    mlflow_server_url: str | None = None  # http://host:port of `mlflow server` (Postgres store, proxied artifacts)
+    airflow_api_url: str | None = None  # Airflow api-server base URL (Celery workers call its Execution API)
+    airflow_jwt_secret: str | None = None  # shared by api-server, scheduler and workers
+
+    @model_validator(mode="after")
+    def _production_needs_its_engines(self) -> Settings:
+        if self.profile is Profile.production:
+            missing = [
+                f"FRAUDFLOW_{name.upper()}"
+                for name in ("postgres_url", "redis_url", "mlflow_server_url")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"profile 'production' needs {', '.join(missing)} (see .env.example)")
+        return self
+
+    def postgres_database(self, database: str, driver: str = "postgresql") -> str:
+        """``postgres_url`` pointed at one database, with an SQLAlchemy driver if asked."""
+        if not self.postgres_url:
+            raise ValueError("FRAUDFLOW_POSTGRES_URL is not set")
+        parts = urlsplit(self.postgres_url)
+        return urlunsplit((driver, parts.netloc, f"/{database}", parts.query, ""))
+
+    def redis_database(self, db: int) -> str:
+        if not self.redis_url:
+            raise ValueError("FRAUDFLOW_REDIS_URL is not set")
+        return f"{self.redis_url.rstrip('/')}/{db}"
 
     @cached_property
     def root(self) -> Path:

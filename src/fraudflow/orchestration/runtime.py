@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from fraudflow.settings import Settings, repo_root
+from fraudflow.settings import Profile, Settings, repo_root
 
 
 class DagRunOutcome(BaseModel):
@@ -41,6 +41,17 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "4",
         "FRAUDFLOW_HOME": str(settings.root),
     }
+    if settings.profile is Profile.production:
+        env |= {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.postgres_database("airflow", "postgresql+psycopg2"),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": settings.redis_database(0),
+            "AIRFLOW__CELERY__RESULT_BACKEND": settings.postgres_database("airflow", "db+postgresql"),
+        }
+        if settings.airflow_api_url:
+            env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{settings.airflow_api_url.rstrip('/')}/execution/"
+        if settings.airflow_jwt_secret:
+            env["AIRFLOW__API_AUTH__JWT_SECRET"] = settings.airflow_jwt_secret
     return env
 
 
