@@ -28,13 +28,18 @@ usage() { echo "usage: $0 start|stop|status <dir>" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 action=$1
 case $action in start | stop | status) ;; *) usage ;; esac
+if [[ $action != start && ! -d $2 ]]; then
+    log "$2 does not exist: nothing is running there"
+    [[ $action == stop ]] && exit 0 || exit 1
+fi
 mkdir -p "$2" || die "cannot create $2"
 dir=$(cd "$2" && pwd -P)
 pgdata=$dir/pg
 env_file=$dir/services.env
 redis_pidfile=$dir/redis.pid
 
-# One invocation at a time per <dir> (parallel test sessions may share it).
+# One invocation at a time per <dir> (parallel test sessions may share it). Daemons are started
+# with fd 9 closed (9>&-): an inherited lock fd would keep the lock held for the daemon's lifetime.
 exec 9>"$dir/.services.lock"
 flock -w 300 9 || die "timed out waiting for the lock $dir/.services.lock"
 
@@ -61,10 +66,10 @@ ensure_packages() {
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0
         -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     log "installing ${missing[*]} with apt-get (log: $dir/apt.log)"
-    if ! "${apt[@]}" install --no-install-recommends "${missing[@]}" >"$dir/apt.log" 2>&1; then
+    if ! "${apt[@]}" install --no-install-recommends "${missing[@]}" >"$dir/apt.log" 2>&1 9>&-; then
         log "apt-get install failed; apt-get update and retry"
-        "${apt[@]}" update >>"$dir/apt.log" 2>&1 || { tail -n 20 "$dir/apt.log" >&2; die "apt-get update failed (log: $dir/apt.log)"; }
-        "${apt[@]}" install --no-install-recommends "${missing[@]}" >>"$dir/apt.log" 2>&1 \
+        "${apt[@]}" update >>"$dir/apt.log" 2>&1 9>&- || { tail -n 20 "$dir/apt.log" >&2; die "apt-get update failed (log: $dir/apt.log)"; }
+        "${apt[@]}" install --no-install-recommends "${missing[@]}" >>"$dir/apt.log" 2>&1 9>&- \
             || { tail -n 20 "$dir/apt.log" >&2; die "apt-get install ${missing[*]} failed (log: $dir/apt.log)"; }
     fi
     find_pg_bindir >/dev/null || die "postgresql installed but no server binaries under /usr/lib/postgresql/*/bin"
@@ -98,6 +103,15 @@ pick_port() {
     free_port
 }
 
+# Is pid $1 a live process named $2? Zombies do not count: a container's PID 1 may be slow to (or
+# never) reap daemons whose parent exited, and kill -0 / pg_ctl status succeed on a zombie.
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ $stat == *"($2)"* && $(awk '{print $1}' <<<"${stat##*) }") != Z ]]
+}
+alive_redis() { alive "$1" redis-server; }
+
 # ---------------------------------------------------------------- PostgreSQL
 if [[ $EUID -eq 0 ]]; then
     as_pg() { runuser -u postgres -- "$@"; }
@@ -108,7 +122,8 @@ fi
 pg_ctl_() { as_pg "$(find_pg_bindir)/pg_ctl" "$@"; }
 
 pg_running() {
-    [[ -s $pgdata/PG_VERSION ]] && find_pg_bindir >/dev/null && pg_ctl_ status -D "$pgdata" >/dev/null 2>&1
+    [[ -s $pgdata/PG_VERSION && -s $pgdata/postmaster.pid ]] && alive "$(head -n 1 "$pgdata/postmaster.pid")" postgres \
+        && find_pg_bindir >/dev/null && pg_ctl_ status -D "$pgdata" >/dev/null 2>&1
 }
 
 pg_port() { sed -n 4p "$pgdata/postmaster.pid"; }
@@ -166,12 +181,23 @@ EOF
     else
         if [[ $EUID -eq 0 ]]; then chown -R postgres:postgres "$pgdata"; fi
         rm -f "$pgdata/postmaster.pid" # stale after a crash/reboot (pg_ctl status said not running)
-        port=$(pick_port "$dir/pg.port")
         touch "$dir/postgres.log"
         if [[ $EUID -eq 0 ]]; then chown postgres:postgres "$dir/postgres.log"; fi
-        log "starting postgres on 127.0.0.1:$port"
-        pg_ctl_ start -D "$pgdata" -l "$dir/postgres.log" -o "-p $port" -w -t 60 >/dev/null \
-            || { tail -n 20 "$dir/postgres.log" >&2; die "postgres did not start (log: $dir/postgres.log)"; }
+        local attempt lines
+        for attempt in 1 2 3; do
+            port=$(pick_port "$dir/pg.port")
+            log "starting postgres on 127.0.0.1:$port"
+            lines=$(wc -l <"$dir/postgres.log")
+            pg_ctl_ start -D "$pgdata" -l "$dir/postgres.log" -o "-p $port" -w -t 60 >/dev/null 9>&- && break
+            # Another process may have bound the port between our check and postgres' bind.
+            if [[ $attempt -lt 3 ]] && tail -n "+$((lines + 1))" "$dir/postgres.log" | grep -q "could not bind"; then
+                log "port $port was taken meanwhile, retrying on another"
+                rm -f "$dir/pg.port"
+                continue
+            fi
+            tail -n 20 "$dir/postgres.log" >&2
+            die "postgres did not start (log: $dir/postgres.log)"
+        done
     fi
     echo "$port" >"$dir/pg.port"
     # Role and databases (idempotent).
@@ -197,11 +223,12 @@ stop_pg() {
 }
 
 # ---------------------------------------------------------------- Redis
+
 redis_pid() {
     local pid
     [[ -s $redis_pidfile ]] || return 1
     pid=$(<"$redis_pidfile")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && grep -q redis "/proc/$pid/comm" 2>/dev/null || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && alive_redis "$pid" || return 1
     echo "$pid"
 }
 
@@ -212,17 +239,26 @@ start_redis() {
         log "redis already running on 127.0.0.1:$port"
     else
         rm -f "$redis_pidfile"
-        port=$(pick_port "$dir/redis.port")
         mkdir -p "$dir/redis"
-        log "starting redis on 127.0.0.1:$port"
-        redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
-            --pidfile "$redis_pidfile" --logfile "$dir/redis.log" --dir "$dir/redis" >/dev/null \
-            || die "redis-server failed to launch (log: $dir/redis.log)"
-        for i in $(seq 1 100); do
-            [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] && break
-            [[ $i -eq 100 ]] && { tail -n 20 "$dir/redis.log" >&2; die "redis did not answer PING on 127.0.0.1:$port (log: $dir/redis.log)"; }
-            sleep 0.1
+        local attempt up=0 pid
+        for attempt in 1 2 3; do
+            port=$(pick_port "$dir/redis.port")
+            log "starting redis on 127.0.0.1:$port"
+            redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
+                --pidfile "$redis_pidfile" --logfile "$dir/redis.log" --dir "$dir/redis" >/dev/null 9>&- \
+                || die "redis-server failed to launch (log: $dir/redis.log)"
+            for i in $(seq 1 100); do
+                if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then up=1; break; fi
+                # The daemon exits at once if the port was taken between our check and its bind.
+                if [[ $i -gt 10 ]] && ! redis_pid >/dev/null; then break; fi
+                sleep 0.1
+            done
+            [[ $up -eq 1 ]] && break
+            if pid=$(redis_pid); then kill -TERM "$pid"; fi
+            log "redis did not come up on port $port (attempt $attempt)"
+            rm -f "$dir/redis.port"
         done
+        [[ $up -eq 1 ]] || { tail -n 20 "$dir/redis.log" >&2; die "redis did not answer PING (log: $dir/redis.log)"; }
         echo "$port" >"$dir/redis.port"
     fi
     REDIS_PORT=$port
@@ -234,7 +270,7 @@ stop_redis() {
         log "stopping redis (pid $pid)"
         kill -TERM "$pid"
         for i in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive_redis "$pid" || break
             [[ $i -eq 100 ]] && die "redis (pid $pid) did not stop within 10 s"
             sleep 0.1
         done

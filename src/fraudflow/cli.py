@@ -136,6 +136,29 @@ def _stop_recorded_service(settings) -> None:
             pass
 
 
+@main.command("run")
+@click.argument("dag_id")
+@click.option("--date", "day", callback=_date, default=None, help="Logical date (default: none, as an Asset run).")
+@click.option("--conf", default="{}", show_default=True, help="Run conf as JSON.")
+@click.option("--executor", is_flag=True, help="Run the tasks on the configured executor (Celery in production).")
+def run(dag_id, day, conf, executor) -> None:
+    """Run one DAG now (dag.test on this home's Airflow) and print its outcome as JSON."""
+    import json
+
+    from fraudflow.orchestration.runtime import as_logical_date, load_dag, prepare_airflow, run_dag
+
+    settings = get_settings()
+    prepare_airflow(settings)
+    outcome = run_dag(
+        load_dag(dag_id),
+        logical_date=as_logical_date(day) if day else None,
+        conf=json.loads(conf),
+        use_executor=executor,
+    )
+    click.echo(outcome.model_dump_json())
+    sys.exit(0 if outcome.state == "success" else 1)
+
+
 @main.group()
 def quarantine() -> None:
     """Files the validation gate rejected: list them, release a fixed one back to landing."""

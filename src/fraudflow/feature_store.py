@@ -37,24 +37,34 @@ def feature_repo_path() -> Path:
     return repo_root() / "feature_repo"
 
 
-def production_repo_config(settings: Settings):
-    """The production profile's store: SQL registry on PostgreSQL, Redis online store, DuckDB
-    offline store over the shared lake (the same definitions as ``feature_repo/``)."""
+def repo_config(settings: Settings):
+    """The store's configuration when it differs from ``feature_store.yaml`` (local profile,
+    SQLite): production puts the registry on PostgreSQL (SQL registry), and either profile can
+    put the online store on Redis (``FRAUDFLOW_FEAST_ONLINE_STORE=redis``, db 1 of
+    ``FRAUDFLOW_REDIS_URL``). The offline store stays DuckDB over the (shared) lake."""
     from urllib.parse import urlsplit
 
     from feast.repo_config import RepoConfig
 
-    redis = urlsplit(settings.redis_url or "")
-    return RepoConfig(
-        project="fraudflow",
-        provider="local",
-        registry={
+    if settings.profile == "production":
+        registry: dict[str, Any] | str = {
             "registry_type": "sql",
             "path": settings.postgres_database("feast", "postgresql+psycopg2"),
             "cache_ttl_seconds": 60,
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
-        },
-        online_store={"type": "redis", "connection_string": f"{redis.hostname}:{redis.port or 6379},db=1"},
+        }
+    else:
+        registry = str(settings.feast_dir / "registry.db")
+    if settings.online_store == "redis":
+        redis = urlsplit(settings.redis_database(1))
+        online = {"type": "redis", "connection_string": f"{redis.hostname}:{redis.port or 6379},db=1"}
+    else:
+        online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
+    return RepoConfig(
+        project="fraudflow",
+        provider="local",
+        registry=registry,
+        online_store=online,
         offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,
         repo_path=feature_repo_path(),
@@ -62,14 +72,14 @@ def production_repo_config(settings: Settings):
 
 
 def open_store(settings: Settings):
-    """A FeatureStore on ``feature_repo/``: registry and online store in the home (local
-    profile, ``feature_store.yaml``) or on PostgreSQL and Redis (production profile)."""
+    """A FeatureStore on ``feature_repo/``: as ``feature_store.yaml`` says (local profile:
+    registry and SQLite online store in the home), or as :func:`repo_config` builds it."""
     from feast import FeatureStore
 
     os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # expanded by Feast in feature_store.yaml
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    if settings.profile == "production":
-        return FeatureStore(repo_path=str(feature_repo_path()), config=production_repo_config(settings))
+    if settings.profile == "production" or settings.online_store == "redis":
+        return FeatureStore(repo_path=str(feature_repo_path()), config=repo_config(settings))
     return FeatureStore(repo_path=str(feature_repo_path()))
 
 
@@ -117,7 +127,7 @@ def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | No
         stage="materialize_online",
         run_id=run_id,
         read={"feature_views": [v.name for v in views], "until": end.isoformat()},
-        wrote={"online_store": "sqlite" if settings.profile == "local" else "redis", "mode": mode},
+        wrote={"online_store": settings.online_store, "mode": mode},
     )
     return Materialization(start=start, end=end, mode=mode, seconds=round(time.perf_counter() - started, 3))
 

@@ -79,8 +79,11 @@ def register_challenger(
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="Card-fraud scorer trained by fraudflow's train_model DAG.")
+    # A logged model's URI (models:/m-<id>) must travel with its model_id: the local SQLite store
+    # accepts it without, an MLflow server rejects it (INVALID_PARAMETER_VALUE).
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(
-        name=name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        name=name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
     )
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return _ref(client.get_model_version(name, mv.version))

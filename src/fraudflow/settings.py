@@ -11,6 +11,7 @@ import datetime as dt
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
@@ -109,6 +110,13 @@ class Settings(BaseSettings):
     mlflow_server_url: str | None = None  # http://host:port of `mlflow server` (Postgres store, proxied artifacts)
     airflow_api_url: str | None = None  # Airflow api-server base URL (Celery workers call its Execution API)
     airflow_jwt_secret: str | None = None  # shared by api-server, scheduler and workers
+    feast_online_store: Literal["sqlite", "redis"] | None = None  # default: sqlite (local), redis (production)
+
+    @property
+    def online_store(self) -> str:
+        if self.feast_online_store:
+            return self.feast_online_store
+        return "redis" if self.profile is Profile.production else "sqlite"
 
     @model_validator(mode="after")
     def _production_needs_its_engines(self) -> Settings:

@@ -46,7 +46,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.postgres_database("airflow", "postgresql+psycopg2"),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": settings.redis_database(0),
-            "AIRFLOW__CELERY__RESULT_BACKEND": settings.postgres_database("airflow", "db+postgresql"),
+            "AIRFLOW__CELERY__RESULT_BACKEND": settings.postgres_database("airflow", "db+postgresql+psycopg2"),
         }
         if settings.airflow_api_url:
             env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{settings.airflow_api_url.rstrip('/')}/execution/"
@@ -104,10 +104,16 @@ def load_dag(dag_id: str):
     return dag
 
 
-def run_dag(dag, *, logical_date: dt.datetime | None = None, conf: dict | None = None) -> DagRunOutcome:
-    """One ``dag.test()`` run; the outcome carries the state (dag.test does not raise)."""
+def run_dag(
+    dag, *, logical_date: dt.datetime | None = None, conf: dict | None = None, use_executor: bool = False
+) -> DagRunOutcome:
+    """One ``dag.test()`` run; the outcome carries the state (dag.test does not raise).
+
+    ``use_executor`` hands the tasks to the configured executor (the production profile's
+    CeleryExecutor: real ``airflow celery worker`` processes run them) instead of this process.
+    """
     started = time.perf_counter()
-    dr = dag.test(logical_date=logical_date, run_conf=conf)
+    dr = dag.test(logical_date=logical_date, run_conf=conf, use_executor=use_executor)
     failed = sorted(ti.task_id for ti in dr.get_task_instances() if ti.state == "failed")
     return DagRunOutcome(
         dag_id=dag.dag_id,

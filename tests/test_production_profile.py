@@ -1,0 +1,285 @@
+"""The production profile on real engines: PostgreSQL and Redis (Debian packages, started by
+.ci/run or here by .ci/services.sh), a real `mlflow server` on PostgreSQL, Airflow on PostgreSQL
+with the CeleryExecutor (an `airflow api-server` and an `airflow celery worker` process run the
+tasks), Feast's SQL registry on PostgreSQL and its Redis online store, and `bentoml serve`
+reading the model from the MLflow server and the features from Redis.
+
+Airflow reads its configuration at import, and this pytest process is configured for the
+local profile (conftest.py), so every Airflow step runs in a subprocess through the CLI
+(`fraudflow run ... --executor`), with the production settings in its environment only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fraudflow.rollout import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.production]
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+START = dt.date(2018, 4, 1)
+DAYS = 30
+LAST = START + dt.timedelta(days=DAYS - 1)
+CELERY_DAYS = [LAST - dt.timedelta(days=2), LAST - dt.timedelta(days=1), LAST]  # ingested on Celery
+
+
+def _services() -> tuple[dict[str, str], Path | None]:
+    """PostgreSQL and Redis URLs: the ones .ci/run started, else start them here."""
+    if os.environ.get("FRAUDFLOW_TEST_POSTGRES_URL") and os.environ.get("FRAUDFLOW_TEST_REDIS_URL"):
+        return {
+            "FRAUDFLOW_POSTGRES_URL": os.environ["FRAUDFLOW_TEST_POSTGRES_URL"],
+            "FRAUDFLOW_REDIS_URL": os.environ["FRAUDFLOW_TEST_REDIS_URL"],
+        }, None
+    folder = Path(tempfile.mkdtemp(prefix="ff-services-"))
+    folder.chmod(0o755)  # the cluster runs as the postgres user when we are root
+    out = subprocess.run(
+        ["bash", str(REPO / ".ci" / "services.sh"), "start", str(folder)], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    urls = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.split("\n") if line.strip())
+    return urls, folder
+
+
+class _Process:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], logs: Path) -> None:
+        self.log = logs / f"{name}.log"
+        self.proc = subprocess.Popen(
+            command, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
+
+    def wait_for(self, probe, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            if probe():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def production(airflow_db, tmp_path_factory):
+    """A production-profile home with its engines running; yields (env, settings, processes)."""
+    urls, services_dir = _services()
+    root = tmp_path_factory.mktemp("production")
+    logs = root / "logs"
+    logs.mkdir()
+    mlflow_port, api_port = free_port(), free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRAUDFLOW_"))}
+    env = base | urls
+    env |= {
+        "FRAUDFLOW_PROFILE": "production",
+        "FRAUDFLOW_HOME": str(root / "home"),
+        "FRAUDFLOW_MLFLOW_SERVER_URL": f"http://127.0.0.1:{mlflow_port}",
+        "FRAUDFLOW_AIRFLOW_API_URL": f"http://127.0.0.1:{api_port}",
+        "FRAUDFLOW_AIRFLOW_JWT_SECRET": secrets.token_urlsafe(64),
+        "FRAUDFLOW_TASK_RETRY_DELAY_SECONDS": "1",
+        "FRAUDFLOW_LANDING_TIMEOUT_SECONDS": "5",
+        "FRAUDFLOW_LANDING_POKE_SECONDS": "1",
+        "FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION": "0.2",  # a 500-card world: the test is about the engines
+        "FRAUDFLOW_GATE_MIN_AUC_ROC": "0.6",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",  # else each task holds its slot ~5 s after finishing
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    processes: list[_Process] = []
+    try:
+        pg = urls["FRAUDFLOW_POSTGRES_URL"]
+        mlflow = _Process(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"{pg}/mlflow",
+                "--artifacts-destination",
+                str(root / "home" / "mlflow" / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            logs,
+        )
+        processes.append(mlflow)
+        migrate = subprocess.run(
+            [str(BIN / "fraudflow"), "airflow", "db", "migrate"], env=env, capture_output=True, text=True
+        )
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+        api = _Process(
+            "api-server",
+            [str(BIN / "fraudflow"), "airflow", "api-server", "-H", "127.0.0.1", "-p", str(api_port), "-w", "1"],
+            env,
+            logs,
+        )
+        worker = _Process(
+            "celery-worker",
+            [str(BIN / "fraudflow"), "airflow", "celery", "worker", "--concurrency", "2", "--skip-serve-logs"],
+            env,
+            logs,
+        )
+        processes += [api, worker]
+        mlflow.wait_for(lambda: _answers(f"http://127.0.0.1:{mlflow_port}/health"))
+        api.wait_for(lambda: _answers(f"http://127.0.0.1:{api_port}/api/v2/monitor/health"))
+        worker.wait_for(lambda: " ready." in worker.log.read_text(errors="replace"))
+        yield env, processes
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        if services_dir is not None:
+            subprocess.run(["bash", str(REPO / ".ci" / "services.sh"), "stop", str(services_dir)], check=False)
+
+
+def _fraudflow(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "fraudflow"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _run(env: dict[str, str], dag_id: str, day: dt.date | None = None, conf: dict | None = None) -> dict:
+    args = ["run", dag_id, "--executor", "--conf", json.dumps(conf or {})]
+    out = _fraudflow(env, *args, *(["--date", day.isoformat()] if day else []))
+    outcome = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0 and outcome["state"] == "success", (outcome, out.stderr[-4000:])
+    return outcome
+
+
+def _settings(env: dict[str, str], monkeypatch):
+    for key in [k for k in os.environ if k.startswith("FRAUDFLOW_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("FRAUDFLOW_"):
+            monkeypatch.setenv(key, value)
+    from fraudflow.settings import get_settings
+
+    return get_settings()
+
+
+def _sql(env: dict[str, str], database: str, query: str) -> list[tuple]:
+    import psycopg2
+
+    with psycopg2.connect(f"{env['FRAUDFLOW_POSTGRES_URL']}/{database}") as conn, conn.cursor() as cur:
+        cur.execute(query)
+        return cur.fetchall()
+
+
+def test_settings_resolve_to_the_real_services(production, monkeypatch):
+    from fraudflow.feature_store import repo_config
+    from fraudflow.orchestration.runtime import airflow_env
+
+    env, _ = production
+    settings = _settings(env, monkeypatch)
+    airflow = airflow_env(settings)
+    assert airflow["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
+    assert airflow["AIRFLOW__CELERY__BROKER_URL"] == env["FRAUDFLOW_REDIS_URL"] + "/0"
+    assert settings.mlflow_tracking_uri == env["FRAUDFLOW_MLFLOW_SERVER_URL"]
+    feast = repo_config(settings)
+    assert feast.registry.path.endswith("/feast") and feast.online_store.type == "redis"
+    # the Airflow metadata really is in PostgreSQL (migrated by the fixture)
+    assert _sql(env, "airflow", "select count(*) from alembic_version") == [(1,)]
+
+
+def test_ingest_runs_on_celery_workers_against_postgres(production, monkeypatch):
+    from fraudflow.ingest import list_partitions
+    from fraudflow.schema import normalise_transactions
+    from fraudflow.simulate import SimulationConfig, simulate_transactions, write_landing_files
+    from tests.helpers import publish_history
+
+    env, _ = production
+    settings = _settings(env, monkeypatch)
+    frame = normalise_transactions(simulate_transactions(SimulationConfig(days=DAYS, customers=500, terminals=1000)))
+    history = frame[frame["TX_DATETIME"].dt.date < CELERY_DAYS[0]]
+    publish_history(settings, history)  # the older days straight to the lake; the last three through Airflow
+    write_landing_files(frame, settings.landing_dir, days=(CELERY_DAYS[0], LAST))
+    for day in CELERY_DAYS:
+        _run(env, "ingest_transactions", day)
+    assert list_partitions(settings)[-3:] == CELERY_DAYS
+    runs = _sql(env, "airflow", "select state from dag_run where dag_id = 'ingest_transactions'")
+    assert runs == [("success",)] * 3
+    # every task went through Celery: its result backend (PostgreSQL) holds one success per task
+    tasks = _sql(env, "airflow", "select count(*) from task_instance where dag_id = 'ingest_transactions'")[0][0]
+    done = _sql(env, "airflow", "select count(*) from celery_taskmeta where status = 'SUCCESS'")[0][0]
+    assert tasks == 3 * 4 and done >= tasks
+
+
+def test_features_and_training_on_celery_register_in_the_mlflow_server(production, monkeypatch):
+    import redis
+    from mlflow import MlflowClient
+
+    from fraudflow.registry import CHALLENGER, MODEL_NAME
+
+    env, _ = production
+    _run(env, "build_features", LAST)
+    online_keys = redis.Redis.from_url(env["FRAUDFLOW_REDIS_URL"] + "/1").dbsize()
+    assert online_keys > 500  # customers and terminals materialized into Redis db 1
+    registry_rows = _sql(env, "feast", "select count(*) from feature_services")[0][0]
+    assert registry_rows == 1  # fraud_detection_v1 in Feast's SQL registry
+
+    _run(env, "train_model", LAST, {"reason": "production profile test", "candidate_params": {"mlp": {"epochs": 3}}})
+    client = MlflowClient(env["FRAUDFLOW_MLFLOW_SERVER_URL"])
+    version = client.get_model_version_by_alias(MODEL_NAME, CHALLENGER)
+    assert version.tags["fraudflow.reason"] == "production profile test"
+    assert _sql(env, "mlflow", "select count(*) from registered_models")[0][0] == 1  # the server's PostgreSQL store
+
+
+def test_the_scoring_service_reads_the_mlflow_server_and_redis(production, monkeypatch):
+    from fraudflow import registry
+    from fraudflow.deployment import DeploymentState, write_state
+    from fraudflow.ingest import read_lake
+    from fraudflow.rollout import ServingProcess
+
+    env, _ = production
+    settings = _settings(env, monkeypatch)
+    moved = registry.promote_challenger(settings)
+    write_state(settings, DeploymentState(champion=moved[registry.CHAMPION], reason="production profile test"))
+    service = ServingProcess(settings, env={k: v for k, v in env.items() if k.startswith("FRAUDFLOW_")}).start()
+    try:
+        row = read_lake(settings, start=LAST, end=LAST).iloc[-1]
+        body = {
+            "transaction_id": int(row.TRANSACTION_ID),
+            "tx_datetime": row.TX_DATETIME.isoformat(),
+            "customer_id": str(row.CUSTOMER_ID),
+            "terminal_id": str(row.TERMINAL_ID),
+            "tx_amount": float(row.TX_AMOUNT),
+        }
+        answer = httpx.post(f"{service.url}/score", json=body, timeout=10).json()
+        health = httpx.get(f"{service.url}/healthz", timeout=10).json()
+    finally:
+        service.stop()
+    assert answer["model_version"] == moved[registry.CHAMPION]
+    assert not answer.get("degraded"), answer  # both entities found in the Redis online store
+    assert health["feature_store"] == "ok"
