@@ -18,15 +18,23 @@ warm each up, then measure with systems interleaved (the machine's speed drifts 
   the server's CPU time per request and its split across worker processes;
 - the in-process floor: ``Scorer.predict`` on one row, the bare XGBoost booster, and
   ``FeatureLookup.lookup + Scorer.predict`` for one transaction;
-- ``/score_batch`` rows/s (batches of 100 and 1000) against ``lookup + predict`` in-process.
+- ``/score_batch`` rows/s (batches of 100 and 1000) against ``lookup + predict`` in-process;
+- the same service with the Feast online store on a real Redis (``.ci/services.sh`` starts one on
+  loopback; ``--no-redis`` skips it): a copy of the home whose registry is re-applied and
+  materialized (initial run, same end) into Redis db 1, served by ``bentoml serve`` with
+  ``FRAUDFLOW_FEAST_ONLINE_STORE=redis`` and as many workers as the largest SQLite service, measured
+  interleaved with the others (fixed rates and saturation; its server CPU includes redis-server's)
+  and in-process (``FeatureLookup.lookup`` on Redis next to SQLite), then compared side by side.
 
 The load generators run on the same 2 cores as the servers. Other people's processes on the
 machine skew everything: the run waits up to ``--quiet-wait`` s for them to stop and reports,
 for every measurement, the cores they used meanwhile ("other load"). Needs ``hey`` and ``wrk``
-(Debian: ``apt-get install -y hey wrk``). Takes ~4-5 minutes; servers are stopped (process
-groups) on exit, error or SIGTERM.
+(Debian: ``apt-get install -y hey wrk``). Takes ~5-6 minutes; servers (process groups), Redis
+and PostgreSQL are stopped on exit, error or SIGTERM. The SQLite services run with
+``FRAUDFLOW_FEAST_ONLINE_STORE=sqlite`` whatever the environment says.
 
     .venv/bin/python benchmarks/serving.py [--home DIR] [--rate-seconds 8] [--sat-seconds 10] [--quiet-wait 30]
+                                           [--no-two-workers] [--no-redis]
 """
 
 from __future__ import annotations
@@ -55,6 +63,10 @@ RUNS = (("50", 50, False), ("100", 100, False), ("200", 200, False), ("200 in bu
 HEY_WORKERS = 8  # hey workers per fixed-rate run; 8 distinct request bodies
 BUILD = {"days": 40, "customers": 2000, "terminals": 4000, "seed": 11}
 TARGET_P99_MS, TARGET_SAT_RATIO, TARGET_BATCH_SHARE = 10.0, 2.0, 0.5
+SERVICES_SH = REPO / ".ci" / "services.sh"
+# Processes started for this benchmark outside its process tree (the daemonized redis-server):
+# their CPU counts as the benchmark's, not as other people's load.
+EXTRA_PIDS: list[int] = []
 
 
 def log(message: str) -> None:
@@ -137,7 +149,11 @@ class OtherLoad:
 
     def _mine(self) -> float:
         total = 0.0
-        for p in [self.me, *self.me.children(recursive=True)]:
+        extra = []
+        for pid in EXTRA_PIDS:
+            with contextlib.suppress(self.psutil.Error):
+                extra.append(self.psutil.Process(pid))
+        for p in [self.me, *self.me.children(recursive=True), *extra]:
             with contextlib.suppress(self.psutil.Error):
                 t = p.cpu_times()
                 total += t.user + t.system + t.children_user + t.children_system
@@ -166,8 +182,9 @@ def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
         log(f"waiting for a quiet machine: other processes use {cores:.2f} cores")
 
 
-def tree_cpu(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of each process in a server's tree (pid -> seconds)."""
+def tree_cpu(pid: int, extra: tuple[int, ...] | list[int] = ()) -> dict[int, float]:
+    """User + system CPU seconds of each process in a server's tree, plus ``extra`` processes
+    it depends on (redis-server), pid -> seconds."""
     import psutil
 
     out = {}
@@ -177,6 +194,10 @@ def tree_cpu(pid: int) -> dict[int, float]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 t = p.cpu_times()
                 out[p.pid] = t.user + t.system
+    for extra_pid in extra:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = psutil.Process(extra_pid).cpu_times()
+            out[extra_pid] = t.user + t.system
     return out
 
 
@@ -192,6 +213,60 @@ def tree_size(pid: int) -> int:
     import psutil
 
     return 1 + len(psutil.Process(pid).children(recursive=True))
+
+
+# -- Redis (Feast online store) ------------------------------------------------------------
+def start_services(services_dir: Path) -> dict:
+    """PostgreSQL + Redis on loopback (``.ci/services.sh start``); returns their env and redis-server's pid."""
+    out = subprocess.run(
+        ["bash", str(SERVICES_SH), "start", str(services_dir)], capture_output=True, text=True, timeout=900
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"services.sh start failed ({out.returncode}): {out.stderr[-1500:]}")
+    env = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value
+    if "FRAUDFLOW_REDIS_URL" not in env:
+        raise RuntimeError(f"services.sh printed no FRAUDFLOW_REDIS_URL: {out.stdout!r}")
+    return {"env": env, "redis_pid": int((services_dir / "redis.pid").read_text().strip())}
+
+
+def stop_services(services_dir: Path) -> None:
+    out = subprocess.run(
+        ["bash", str(SERVICES_SH), "stop", str(services_dir)], capture_output=True, text=True, timeout=180
+    )
+    if out.returncode != 0:
+        log(f"services.sh stop failed ({out.returncode}): {out.stderr[-800:]}")
+
+
+def build_redis_home(settings, copy: Path, redis_url: str):
+    """A copy of ``settings``' home whose Feast online store is Redis (db 1 of ``redis_url``),
+    holding the same feature values as the SQLite one: the registry is re-applied and an initial
+    materialization run up to the SQLite store's last materialized end. MLflow's artifact paths
+    stay absolute to the original home (the copied mlflow.db points there)."""
+    from fraudflow.feature_store import apply_feature_repo, materialize_online, open_store
+    from fraudflow.settings import Settings
+
+    views = open_store(settings).list_feature_views()
+    ends = [end for v in views for _, end in v.materialization_intervals]
+    if not ends:
+        raise RuntimeError(f"the SQLite online store of {settings.root} was never materialized")
+    end = max(ends)
+    shutil.copytree(settings.root, copy, ignore=shutil.ignore_patterns("logs"), symlinks=True)
+    redis_settings = Settings(home=copy, feast_online_store="redis", redis_url=redis_url)
+    for name in ("registry.db", "online_store.db"):
+        (redis_settings.feast_dir / name).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # Feast's progress bars: keep stdout for tables
+        apply_feature_repo(redis_settings)
+        done = materialize_online(redis_settings, end=end)
+    os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # open_store points it at the store's home
+    if done.mode != "initial":
+        raise RuntimeError(f"Redis materialization was {done.mode}, expected initial")
+    log(f"Redis online store materialized ({done.mode}, until {end}) in {time.perf_counter() - t0:.1f} s")
+    return redis_settings
 
 
 # -- load generators ------------------------------------------------------------------------
@@ -300,6 +375,7 @@ def main() -> None:
     parser.add_argument("--inprocess-calls", type=int, default=2000)
     parser.add_argument("--quiet-wait", type=float, default=30, help="max s to wait for other load to stop")
     parser.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker BentoML service")
+    parser.add_argument("--no-redis", action="store_true", help="skip the service with the Redis online store")
     args = parser.parse_args()
     for tool in ("hey", "wrk"):
         if shutil.which(tool) is None:
@@ -308,6 +384,7 @@ def main() -> None:
     temp_home = args.home is None
     home = args.home or Path(tempfile.mkdtemp(prefix="fraudflow-bench-serving-")) / "home"
     os.environ["FRAUDFLOW_HOME"] = str(home.resolve())
+    os.environ["FRAUDFLOW_FEAST_ONLINE_STORE"] = "sqlite"  # the baseline; the Redis variant sets its own
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     sys.path.insert(0, str(REPO))  # tests.helpers
@@ -343,20 +420,40 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-serving-work-"))
     servers: list = []
+    services_dir, redis = None, None
     try:
-        results = run(args, settings, version, model_uri, work, servers)
+        if not args.no_redis:
+            # Not under a 0700 directory: services.sh runs PostgreSQL as the postgres user.
+            services_dir = Path(tempfile.mkdtemp(prefix="ff-bench-services-"))
+            services_dir.chmod(0o755)
+            log(f"starting PostgreSQL + Redis ({SERVICES_SH} start {services_dir})")
+            services = start_services(services_dir)
+            EXTRA_PIDS.append(services["redis_pid"])
+            redis_url = services["env"]["FRAUDFLOW_REDIS_URL"]
+            log(f"Redis at {redis_url} (pid {services['redis_pid']}); building the Redis home copy")
+            redis = {
+                "url": redis_url,
+                "pid": services["redis_pid"],
+                "settings": build_redis_home(settings, work / "redis-home", redis_url),
+            }
+        results = run(args, settings, version, model_uri, work, servers, redis)
     finally:
         for server in servers:
             with contextlib.suppress(Exception):
                 server.stop()
         log("servers stopped")
+        if services_dir is not None:
+            with contextlib.suppress(Exception):
+                stop_services(services_dir)
+            log("PostgreSQL + Redis stopped")
+            shutil.rmtree(services_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         if temp_home:
             shutil.rmtree(home.parent, ignore_errors=True)
     report(results, version, build_seconds, time.monotonic() - started, args)
 
 
-def run(args, settings, version: str, model_uri: str, work: Path, servers: list) -> dict:
+def run(args, settings, version: str, model_uri: str, work: Path, servers: list, redis: dict | None) -> dict:
     import httpx
 
     from fraudflow.features import MODEL_INPUTS
@@ -379,6 +476,11 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
     scorer = Scorer(model_uri, settings)
     lookup = FeatureLookup(settings)
     assert scorer.version == version and lookup.ready, lookup.error
+    redis_lookup = None
+    if redis:
+        redis_lookup = FeatureLookup(redis["settings"])
+        os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # open_store points it at the store's home
+        assert redis_lookup.ready, redis_lookup.error
 
     # The same transactions as MLflow requests: their 15 model inputs from the in-process lookup.
     picks = list(range(HEY_WORKERS))
@@ -386,6 +488,10 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
     for i in picks:
         features, degraded, _ = lookup.lookup([transactions[i]])
         assert not degraded.any(), f"transaction {bodies[i]} is not in the online store"
+        if redis_lookup is not None:  # Redis holds the same values as SQLite
+            on_redis, degraded, _ = redis_lookup.lookup([transactions[i]])
+            assert not degraded.any(), f"transaction {bodies[i]} is not in the Redis online store"
+            assert np.allclose(on_redis.to_numpy(), features.to_numpy()), (on_redis, features)
         score_bodies.append(json.dumps(bodies[i]))
         frame = {"columns": list(MODEL_INPUTS), "data": features[list(MODEL_INPUTS)].to_numpy().tolist()}
         mlflow_bodies.append(json.dumps({"dataframe_split": frame}))
@@ -403,24 +509,35 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
     log("starting mlflow models serve and bentoml serve (1 and 2 workers)")
     mlflow_server = MlflowServer(settings, model_uri).launch()
     servers.append(mlflow_server)
-    bento_env = {"FRAUDFLOW_MODEL_URI": model_uri}
+    bento_env = {"FRAUDFLOW_MODEL_URI": model_uri, "FRAUDFLOW_FEAST_ONLINE_STORE": "sqlite"}
+    worker_counts = (1,) if args.no_two_workers else (1, 2)
+    variants = [(w, "sqlite", settings, bento_env) for w in worker_counts]
+    if redis:  # next to the largest SQLite service, same worker count
+        redis_env = {**bento_env, "FRAUDFLOW_FEAST_ONLINE_STORE": "redis", "FRAUDFLOW_REDIS_URL": redis["url"]}
+        variants.append((worker_counts[-1], "redis", redis["settings"], redis_env))
     systems = {}
-    for workers in (1,) if args.no_two_workers else (1, 2):
-        proc = ServingProcess(settings, env={**bento_env, "FRAUDFLOW_SERVING_WORKERS": str(workers)})
+    for workers, store, home_settings, env in variants:
+        proc = ServingProcess(home_settings, env={**env, "FRAUDFLOW_SERVING_WORKERS": str(workers)})
         servers.append(proc)
         proc.start()
-        systems[f"fraudflow BentoML, {workers} worker{'s' * (workers > 1)}"] = {
+        name = f"fraudflow BentoML, {workers} worker{'s' * (workers > 1)}"
+        systems[name + (", Redis online store" if store == "redis" else "")] = {
             "kind": "score",
+            "store": store,
             "url": f"{proc.url}/score",
             "pid": proc.proc.pid,
+            "extra_pids": [redis["pid"]] if store == "redis" else [],
             "base": proc.url,
             "workers": workers,
+            "sqlite_twin": name,
         }
     mlflow_server.wait_ready()
     systems["mlflow models serve, 1 worker"] = {
         "kind": "mlflow",
+        "store": None,
         "url": f"{mlflow_server.url}/invocations",
         "pid": mlflow_server.proc.pid,
+        "extra_pids": [],
         "base": mlflow_server.url,
         "workers": 1,
     }
@@ -437,6 +554,10 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
         assert answer.status_code == 200, (name, answer.status_code, answer.text[:500])
         if s["kind"] == "score":
             assert answer.json()["model_version"] == version and not answer.json()["degraded"], answer.text
+            s["probability"] = answer.json()["fraud_probability"]
+            if s["store"] == "redis":  # same features, same model: same score as on SQLite
+                twin = systems[s["sqlite_twin"]]["probability"]
+                assert abs(s["probability"] - twin) < 1e-9, (name, s["probability"], twin)
         s["first_answer"] = answer.text[:200]
         s["processes"] = tree_size(s["pid"])
         warm = wrk_saturation(s["url"], lua[s["kind"]], 3, connections=8)
@@ -460,10 +581,10 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
     for k in range(args.sat_rounds):
         for name in names[k % len(names) :] + names[: k % len(names)]:
             s = systems[name]
-            cpu0, other = tree_cpu(s["pid"]), OtherLoad().start()
+            cpu0, other = tree_cpu(s["pid"], s["extra_pids"]), OtherLoad().start()
             r = wrk_saturation(s["url"], lua[s["kind"]], args.sat_seconds)
             r["other"] = other.cores()
-            cpu, r["split"] = cpu_split(cpu0, tree_cpu(s["pid"]))
+            cpu, r["split"] = cpu_split(cpu0, tree_cpu(s["pid"], s["extra_pids"]))
             r["cpu_ms"] = cpu * 1000 / max(r["requests"], 1)
             saturation[name].append(r)
             log(f"saturation {name}: {r['rps']:.0f} req/s, p99 {r['p99']:.1f} ms, {r['cpu_ms']:.2f} CPU ms/req")
@@ -476,7 +597,7 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
     # The model alone, without the sklearn wrapper and pandas: the XGBoost booster on a float32 row.
     booster = scorer.model.get_booster() if scorer.spec.flavor == "xgboost" else None
     one_array = one_row.to_numpy(dtype=np.float32)
-    predict_ms, lookup_ms, both_ms, booster_ms = [], [], [], []
+    predict_ms, lookup_ms, both_ms, booster_ms, redis_ms = [], [], [], [], []
     deadline = time.monotonic() + 30
     for i in range(args.inprocess_calls):
         if time.monotonic() > deadline:
@@ -492,6 +613,10 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
             t4 = time.perf_counter()
             booster.inplace_predict(one_array)
             booster_ms.append((time.perf_counter() - t4) * 1000)
+        if redis_lookup is not None:
+            t5 = time.perf_counter()
+            redis_lookup.lookup([transactions[i % len(transactions)]])
+            redis_ms.append((time.perf_counter() - t5) * 1000)
         predict_ms.append((t1 - t0) * 1000)
         lookup_ms.append((t2 - t1) * 1000)
         both_ms.append((t3 - t1) * 1000)
@@ -500,6 +625,7 @@ def run(args, settings, version: str, model_uri: str, work: Path, servers: list)
         "booster": booster_ms[20:],
         "lookup": lookup_ms[20:],
         "both": both_ms[20:],
+        "lookup_redis": redis_ms[20:],
         "other": other.cores(),
     }
     log(f"in-process: {len(predict_ms)} calls")
@@ -555,7 +681,12 @@ def verdict(ok: bool) -> str:
 
 def report(res: dict, version: str, build_seconds: float | None, total: float, args) -> None:
     systems, fixed, saturation = res["systems"], res["fixed"], res["saturation"]
-    feast = {"score": "yes: Feast online lookup in each request", "mlflow": "no: 15 features in the body"}
+    lookups = {
+        "sqlite": "yes: Feast online (SQLite) in each request",
+        "redis": "yes: Feast online (Redis) in each request",
+        None: "no: 15 features in the body",
+    }
+    feast = {name: lookups[s["store"]] for name, s in systems.items()}
     print(f"\n## Serving: fraud-detector v{version}, one run, 2 cores shared with the load generator\n")
     print(
         "MLflow's rows exclude the Feast lookup (the request carries the 15 model inputs, looked up"
@@ -572,7 +703,7 @@ def report(res: dict, version: str, build_seconds: float | None, total: float, a
         for name, by_rate in fixed.items():
             r = by_rate[label]
             print(
-                f"| {name} | {feast[systems[name]['kind']]} | {label} | {r['rps']:.0f} | {r['p50']:.2f} | "
+                f"| {name} | {feast[name]} | {label} | {r['rps']:.0f} | {r['p50']:.2f} | "
                 f"{r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.1f} | {r['failed']} | {r['other']:.2f} |"
             )
     print(
@@ -593,7 +724,7 @@ def report(res: dict, version: str, build_seconds: float | None, total: float, a
         medians[name] = float(np.median(rps))
         fails = sum(r["failed"] for r in rounds)
         print(
-            f"| {name} | {feast[systems[name]['kind']]} | {medians[name]:.0f}"
+            f"| {name} | {feast[name]} | {medians[name]:.0f}"
             + (f" ({fails} failed)" if fails else "")
             + f" | {', '.join(f'{x:.0f}' for x in rps)} | {np.median([r['p50'] for r in rounds]):.2f}"
             f" | {np.median([r['p99'] for r in rounds]):.2f} | {max(r['max'] for r in rounds):.1f}"
@@ -602,7 +733,8 @@ def report(res: dict, version: str, build_seconds: float | None, total: float, a
         )
     print(
         "\nRounds interleaved (order rotated). Server CPU = user+system time of the server's process tree"
-        " (circus arbiter + workers, or uvicorn) / requests; CPU split = share of each busy process per round."
+        " (circus arbiter + workers, or uvicorn; plus redis-server for the Redis online store) / requests;"
+        " CPU split = share of each busy process per round."
     )
 
     inp = res["inprocess"]
@@ -613,6 +745,7 @@ def report(res: dict, version: str, build_seconds: float | None, total: float, a
         ("the model alone: Booster.inplace_predict on a float32 numpy row", "booster"),
         ("FeatureLookup.lookup, one transaction", "lookup"),
         ("FeatureLookup.lookup + Scorer.predict, one transaction", "both"),
+        ("FeatureLookup.lookup, one transaction, Redis online store", "lookup_redis"),
     ):
         v = np.array(inp[key])
         if not len(v):
@@ -630,6 +763,10 @@ def report(res: dict, version: str, build_seconds: float | None, total: float, a
             f" | {b['other']:.2f} |"
         )
     print("\nEach batch is sent over HTTP, then looked up and predicted in-process, alternately.")
+
+    redis_names = [n for n in systems if systems[n]["store"] == "redis"]
+    for name in redis_names:
+        report_redis(res, name, systems[name]["sqlite_twin"], args)
 
     ml = next(n for n in systems if systems[n]["kind"] == "mlflow")
     bentos = [n for n in systems if systems[n]["kind"] == "score"]
@@ -659,6 +796,52 @@ def report(res: dict, version: str, build_seconds: float | None, total: float, a
     print(
         f"\n{built}; whole run {total:.0f} s. Processes per server tree: {procs}. The service's worker count"
         " comes from FRAUDFLOW_SERVING_WORKERS (default 1)."
+    )
+
+
+def report_redis(res: dict, redis_name: str, sqlite_name: str, args) -> None:
+    """The Redis-backed service next to its SQLite twin (same worker count, same run)."""
+    fixed, saturation, inp = res["fixed"], res["saturation"], res["inprocess"]
+    print(f"\n### Feast online store: Redis vs SQLite ({sqlite_name}, same run, interleaved)\n")
+    print("| measurement | SQLite | Redis | Redis - SQLite |\n|---|---:|---:|---:|")
+
+    def row(label: str, a: float, b: float, fmt: str = ".2f") -> None:
+        print(f"| {label} | {a:{fmt}} | {b:{fmt}} | {b - a:+{fmt}} |")
+
+    for label, _, _ in RUNS:
+        a, b = fixed[sqlite_name][label], fixed[redis_name][label]
+        row(f"/score p50 ms at {label} req/s", a["p50"], b["p50"])
+        row(f"/score p99 ms at {label} req/s", a["p99"], b["p99"])
+        row(f"achieved req/s at {label} req/s", a["rps"], b["rps"], ".0f")
+        row(f"failed requests at {label} req/s", a["failed"], b["failed"], "d")
+    sat = {n: saturation[n] for n in (sqlite_name, redis_name)}
+    row(
+        "saturation req/s (median of rounds)",
+        np.median([r["rps"] for r in sat[sqlite_name]]),
+        np.median([r["rps"] for r in sat[redis_name]]),
+        ".0f",
+    )
+    for key, label in (("p50", "saturation p50 ms"), ("p99", "saturation p99 ms")):
+        row(label, np.median([r[key] for r in sat[sqlite_name]]), np.median([r[key] for r in sat[redis_name]]))
+    row(
+        "saturation failed requests",
+        sum(r["failed"] for r in sat[sqlite_name]),
+        sum(r["failed"] for r in sat[redis_name]),
+        "d",
+    )
+    row(
+        "server CPU ms/req (Redis: incl. redis-server)",
+        np.median([r["cpu_ms"] for r in sat[sqlite_name]]),
+        np.median([r["cpu_ms"] for r in sat[redis_name]]),
+    )
+    if len(inp["lookup_redis"]):
+        for q in (50, 99):
+            row(f"in-process FeatureLookup.lookup p{q} ms", pct(inp["lookup"], q), pct(inp["lookup_redis"], q), ".3f")
+    print(
+        "\nBoth services: same model version, same worker count, same request bodies; the Redis one runs on a"
+        " copy of the home whose Feast registry was re-applied and materialized (initial run, same end) into"
+        " Redis db 1 (redis-server on loopback, same 2 cores). Feature values and the first answer's"
+        " probability were checked equal to SQLite's."
     )
 
 
