@@ -142,6 +142,33 @@ def run_dag_logged(settings: Settings, dag_id: str, *, logical_date: dt.datetime
         return run_dag(load_dag(dag_id), logical_date=logical_date, conf=conf)
 
 
+def _land_and_ingest(
+    settings: Settings,
+    frame: pd.DataFrame,
+    stages: _Stages,
+    console: Console,
+    *,
+    start: dt.date,
+    end: dt.date,
+    what: str,
+) -> None:
+    """Days ``start``..``end`` of the simulated world arrive as landing files, then go through
+    ``ingest_transactions`` one logical date at a time."""
+    from fraudflow.simulate import write_landing_files
+
+    stages.run(
+        f"land the {what}",
+        lambda: write_landing_files(frame, settings.landing_dir, days=(start, end)),
+        lambda w: f"{len(w)} daily files from {start}",
+    )
+    outcomes = stages.run(
+        f"ingest_transactions x day ({what})",
+        lambda: ingest_days(settings, start=start, end=end, console=console),
+        _ingested,
+    )
+    stages.runs.extend(outcomes)
+
+
 def _run_triggered(settings: Settings, dag_id: str) -> list[DagRunOutcome]:
     with output_to(settings.root / "logs" / "airflow-dag-test.log"):
         return run_queued(dag_id)
@@ -169,7 +196,6 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoRe
         SimulationConfig,
         simulate_transactions,
         summarise,
-        write_landing_files,
     )
 
     stages = _Stages(console)
@@ -191,18 +217,8 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoRe
     # -- part one: a first model in production -------------------------------------------
     console.rule("part 1: history -> first model in production")
     frame = stages.run("simulate", lambda: simulate_transactions(world), lambda f: f"{len(f):,} transactions")
-    stages.run(
-        "land the history files",
-        lambda: write_landing_files(frame, settings.landing_dir, days=(config.start, config.history_end)),
-        lambda w: f"{len(w)} daily files",
-    )
     stages.run("prepare Airflow (db migrate)", lambda: prepare_airflow(settings))
-    history = stages.run(
-        "ingest_transactions x day (GX gate, lake)",
-        lambda: ingest_days(settings, start=config.start, end=config.history_end, console=console),
-        _ingested,
-    )
-    stages.runs.extend(history)
+    _land_and_ingest(settings, frame, stages, console, start=config.start, end=config.history_end, what="history")
     first_day = as_logical_date(config.history_end)
     stages.dag("build_features (Feast)", lambda: run_dag_logged(settings, "build_features", logical_date=first_day))
     stages.dag(
@@ -257,20 +273,11 @@ def _drift_round(
     console: Console,
 ) -> None:
     from fraudflow.registry import CHALLENGER, aliases
-    from fraudflow.simulate import write_landing_files
 
     console.rule("part 2: the world drifts -> monitor_drift -> retraining -> staged rollout")
-    stages.run(
-        "land the new days (drift injected)",
-        lambda: write_landing_files(frame, settings.landing_dir, days=(config.drift_start, config.end)),
-        lambda w: f"{len(w)} daily files from {config.drift_start}",
+    _land_and_ingest(
+        settings, frame, stages, console, start=config.drift_start, end=config.end, what="new days (drift injected)"
     )
-    new_days = stages.run(
-        "ingest_transactions x new day",
-        lambda: ingest_days(settings, start=config.drift_start, end=config.end, console=console),
-        _ingested,
-    )
-    stages.runs.extend(new_days)
     last = as_logical_date(config.end)
     stages.dag("build_features (Feast)", lambda: run_dag_logged(settings, "build_features", logical_date=last))
     stages.run(
