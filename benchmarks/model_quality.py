@@ -13,10 +13,80 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import tempfile
-import time
-from pathlib import Path
+
+from _bench.env import use_home
+from _bench.output import print_table
+from _bench.timing import Stages
+
+RUN_DATE = dt.date(2018, 8, 14)
+CANDIDATES = ("xgboost", "mlp")
+
+
+def publish_history(settings, stages: Stages, seed: int, gx: bool) -> None:
+    """Simulate 183 days, land them, publish each day to the lake (through the GX gate with
+    ``gx``), build the feature tables and apply the Feast repository."""
+    from fraudflow.demo.simulate import SimulationConfig, simulate_transactions, write_landing_files
+    from fraudflow.features.compute import build_features
+    from fraudflow.features.store import apply_feature_repo
+    from fraudflow.ingestion import publish
+    from fraudflow.ingestion.landing import find_landing_file
+
+    frame = stages("simulate 183 days", lambda: simulate_transactions(SimulationConfig(seed=seed)))
+    stages("write landing files", lambda: write_landing_files(frame, settings.landing_dir))
+
+    def publish_all():
+        from fraudflow.ingestion.validation import validate_batch
+
+        for day in sorted(frame["TX_DATETIME"].dt.date.unique()):
+            staged = publish.load_landing_file(
+                settings, day=day, source=find_landing_file(settings, day), run_id="bench"
+            )
+            vid = validate_batch(settings, staged=staged, run_id="bench").validation_id if gx else None
+            publish.publish_partition(settings, staged=staged, run_id="bench", validation_id=vid)
+
+    stages("publish 183 partitions" + (" (with GX)" if gx else ""), publish_all)
+    stages("build feature tables (backfill)", lambda: build_features(settings))
+    stages("feast apply", lambda: apply_feature_repo(settings))
+
+
+def train(settings, stages: Stages):
+    """The baseline split's training set through Feast, and each candidate trained on it."""
+    from fraudflow.training.train import train_candidate
+    from fraudflow.training.training_set import build_training_set, training_window
+
+    window = training_window(RUN_DATE)
+    ts = stages(
+        "training set via Feast get_historical_features",
+        lambda: build_training_set(settings, run_date=RUN_DATE, run_id="bench", reason="benchmark", window=window),
+    )
+    runs = {
+        name: stages(f"train {name}", lambda n=name: train_candidate(settings, candidate=n, training_set=ts))
+        for name in CANDIDATES
+    }
+    return window, ts, runs
+
+
+def print_results(window, ts, runs: dict, stages: Stages, seed: int) -> None:
+    from fraudflow.training.model_card import HANDBOOK_BASELINES
+
+    print(
+        f"\ntrain {window.train_start}..{window.train_end}: {ts.train_rows:,} tx, {ts.train_frauds} frauds; "
+        f"test {window.test_start}..{window.test_end}: {ts.test_rows:,} tx, {ts.test_frauds} frauds "
+        f"({ts.removed_known_compromised} tx of known compromised cards removed)"
+    )
+    rows = []
+    for name, run in runs.items():
+        m = run.metrics
+        metrics = (m.auc_roc, m.average_precision, m.card_precision_at_100)
+        rows.append((f"fraudflow {name} (seed {seed})", *(f"{v:.3f}" for v in metrics)))
+    rows += [(f"published: {name}", auc, ap, cp) for name, (auc, ap, cp) in HANDBOOK_BASELINES.items()]
+    print_table(
+        "Model quality: handbook baseline protocol (test set metrics)",
+        ("model", "AUC ROC", "AP", "CP@100"),
+        rows,
+        packages=("xgboost-cpu", "torch", "scikit-learn", "feast", "mlflow"),
+    )
+    print_table("Stage times", ("stage", "seconds"), [(name, f"{s:.1f}") for name, s in stages.seconds.items()])
 
 
 def main() -> None:
@@ -25,76 +95,16 @@ def main() -> None:
     parser.add_argument("--gx", action="store_true", help="also run the GX landing gate on every day")
     parser.add_argument("--home", default=None, help="fraudflow home (default: a new temp dir)")
     args = parser.parse_args()
-    os.environ["FRAUDFLOW_HOME"] = args.home or tempfile.mkdtemp(prefix="fraudflow-bench-quality-")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    home = use_home(args.home, prefix="fraudflow-bench-quality-")
 
-    from fraudflow import ingest
-    from fraudflow.feature_store import apply_feature_repo
-    from fraudflow.features import build_features
-    from fraudflow.landing import find_landing_file
-    from fraudflow.model_card import HANDBOOK_BASELINES
     from fraudflow.settings import get_settings
-    from fraudflow.simulate import SimulationConfig, simulate_transactions, write_landing_files
-    from fraudflow.training import build_training_set, train_candidate, training_window
 
     settings = get_settings()
-    timings: dict[str, float] = {}
-
-    def stage(name, fn):
-        print(f"-> {name}", flush=True)
-        started = time.perf_counter()
-        result = fn()
-        timings[name] = time.perf_counter() - started
-        print(f"   {timings[name]:.1f}s", flush=True)
-        return result
-
-    frame = stage("simulate 183 days", lambda: simulate_transactions(SimulationConfig(seed=args.seed)))
-    stage("write landing files", lambda: write_landing_files(frame, settings.landing_dir))
-
-    def publish_all():
-        from fraudflow.validation import validate_batch
-
-        for day in sorted(frame["TX_DATETIME"].dt.date.unique()):
-            staged = ingest.load_landing_file(
-                settings, day=day, source=find_landing_file(settings, day), run_id="bench"
-            )
-            vid = validate_batch(settings, staged=staged, run_id="bench").validation_id if args.gx else None
-            ingest.publish_partition(settings, staged=staged, run_id="bench", validation_id=vid)
-
-    stage("publish 183 partitions" + (" (with GX)" if args.gx else ""), publish_all)
-    stage("build feature tables (backfill)", lambda: build_features(settings))
-    stage("feast apply", lambda: apply_feature_repo(settings))
-    window = training_window(dt.date(2018, 8, 14))
-    ts = stage(
-        "training set via Feast get_historical_features",
-        lambda: build_training_set(
-            settings, run_date=dt.date(2018, 8, 14), run_id="bench", reason="benchmark", window=window
-        ),
-    )
-    runs = {
-        name: stage(f"train {name}", lambda n=name: train_candidate(settings, candidate=n, training_set=ts))
-        for name in ("xgboost", "mlp")
-    }
-
-    print(
-        f"\ntrain {window.train_start}..{window.train_end}: {ts.train_rows:,} tx, {ts.train_frauds} frauds; "
-        f"test {window.test_start}..{window.test_end}: {ts.test_rows:,} tx, {ts.test_frauds} frauds "
-        f"({ts.removed_known_compromised} tx of known compromised cards removed)\n"
-    )
-    print("| model | AUC ROC | AP | CP@100 |")
-    print("|---|---:|---:|---:|")
-    for name, run in runs.items():
-        m = run.metrics
-        print(
-            f"| fraudflow {name} (seed {args.seed}) | {m.auc_roc:.3f} | {m.average_precision:.3f} | "
-            f"{m.card_precision_at_100:.3f} |"
-        )
-    for name, (auc, ap, cp) in HANDBOOK_BASELINES.items():
-        print(f"| published: {name} | {auc} | {ap} | {cp} |")
-    print("\n| stage | seconds |\n|---|---:|")
-    for name, secs in timings.items():
-        print(f"| {name} | {secs:.1f} |")
-    print(f"\nhome: {Path(os.environ['FRAUDFLOW_HOME'])}")
+    stages = Stages()
+    publish_history(settings, stages, args.seed, args.gx)
+    window, ts, runs = train(settings, stages)
+    print_results(window, ts, runs, stages, args.seed)
+    print(f"\nhome: {home}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """Full published-size simulation (183 days, 5,000 customers, 10,000 terminals): time and
 statistics next to the handbook's published run. Target: <= 60 s on the 2-core machine.
 
-    .venv/bin/python benchmarks/simulate.py [--seeds 0 1 2] [--write]
+    .venv/bin/python benchmarks/simulate.py [--seeds 0 1 2] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-from fraudflow.simulate import SimulationConfig, simulate_transactions, summarise, write_landing_files
+from _bench.output import log, print_table
+from _bench.timing import timed
+
+from fraudflow.demo.simulate import SimulationConfig, simulate_transactions, summarise, write_landing_files
 
 PUBLISHED = {
     "transactions": 1_754_155,
@@ -22,6 +24,34 @@ PUBLISHED = {
     "scenario_3": 4_631,
     "days": 183,
 }
+COLUMNS = (
+    "run",
+    "simulate s",
+    "write 183 files s",
+    "transactions",
+    "frauds",
+    "fraud %",
+    "scen. 1",
+    "scen. 2",
+    "scen. 3",
+)
+
+
+def run_seed(seed: int, write: bool) -> tuple[float, float, dict]:
+    """Simulate one world; seconds to simulate, to write its landing files (NaN if not), its summary."""
+    sim_s, frame = timed(lambda: simulate_transactions(SimulationConfig(seed=seed)))
+    write_s = float("nan")
+    if write:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_s, _ = timed(lambda: write_landing_files(frame, Path(tmp)))
+    log(f"seed {seed}: simulated in {sim_s:.2f} s, written in {write_s:.2f} s")
+    return sim_s, write_s, summarise(frame)
+
+
+def counts(s: dict) -> list[str]:
+    return [f"{s['transactions']:,}", f"{s['frauds']:,}", f"{s['fraud_rate_pct']}"] + [
+        f"{s[f'scenario_{i}']:,}" for i in (1, 2, 3)
+    ]
 
 
 def main() -> None:
@@ -30,32 +60,17 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="skip writing the 183 parquet files")
     args = parser.parse_args()
 
-    rows = []
+    rows = [("published (reference, ~3 min)", "", "", *counts(PUBLISHED))]
     for seed in args.seeds:
-        started = time.perf_counter()
-        frame = simulate_transactions(SimulationConfig(seed=seed))
-        sim_s = time.perf_counter() - started
-        write_s = float("nan")
-        if not args.no_write:
-            with tempfile.TemporaryDirectory() as tmp:
-                started = time.perf_counter()
-                write_landing_files(frame, Path(tmp))
-                write_s = time.perf_counter() - started
-        rows.append((seed, sim_s, write_s, summarise(frame)))
-
-    print("\n| run | simulate s | write 183 files s | transactions | frauds | fraud % | scen. 1 | scen. 2 | scen. 3 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    p = PUBLISHED
-    print(
-        f"| published (reference, ~3 min) | | | {p['transactions']:,} | {p['frauds']:,} | {p['fraud_rate_pct']} "
-        f"| {p['scenario_1']:,} | {p['scenario_2']:,} | {p['scenario_3']:,} |"
+        sim_s, write_s, summary = run_seed(seed, write=not args.no_write)
+        rows.append((f"fraudflow seed {seed}", f"{sim_s:.2f}", f"{write_s:.2f}", *counts(summary)))
+    print_table(
+        "Simulator: 183 days, 5,000 customers, 10,000 terminals",
+        COLUMNS,
+        rows,
+        packages=("numpy", "pandas", "pyarrow"),
+        note="target: simulate <= 60 s for the full run",
     )
-    for seed, sim_s, write_s, s in rows:
-        print(
-            f"| fraudflow seed {seed} | {sim_s:.2f} | {write_s:.2f} | {s['transactions']:,} | {s['frauds']:,} "
-            f"| {s['fraud_rate_pct']} | {s['scenario_1']:,} | {s['scenario_2']:,} | {s['scenario_3']:,} |"
-        )
-    print("\ntarget: simulate <= 60 s for the full run")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ SETTINGS = get_settings()
 def build_features():
     @task
     def compute_feature_partitions(run_id: str | None = None) -> dict:
-        from fraudflow.features import build_features as build
+        from fraudflow.features.compute import build_features as build
         from fraudflow.settings import get_settings
 
         result = build(get_settings(), run_id=run_id)
@@ -45,15 +45,15 @@ def build_features():
 
     @task
     def apply_feature_repo() -> list[str]:
-        from fraudflow.feature_store import apply_feature_repo as apply
+        from fraudflow.features.store import apply_feature_repo as apply
         from fraudflow.settings import get_settings
 
         return apply(get_settings())
 
     @task(outlets=[ONLINE_FEATURES])
     def materialize_online_store(built: dict, applied: list[str], run_id: str | None = None) -> dict:
-        from fraudflow.feature_store import materialize_online
-        from fraudflow.ingest import list_partitions
+        from fraudflow.features.store import materialize_online
+        from fraudflow.lake import list_partitions
         from fraudflow.settings import get_settings
 
         settings = get_settings()

@@ -56,20 +56,20 @@ def deploy_model():
             raise ValueError("no fraud-detector version has the alias 'challenger': nothing to deploy")
         if not params["build_bento"]:
             return {"version": challenger.version, "bento": None}
-        from fraudflow.bento import build_model_bento
+        from fraudflow.deployment.bento import build_model_bento
 
         return {"version": challenger.version, "bento": build_model_bento(settings, challenger.version)}
 
     @task
     def scoring_service() -> str:
-        from fraudflow.rollout import ensure_service
+        from fraudflow.deployment.service_process import ensure_service
         from fraudflow.settings import get_settings
 
         return ensure_service(get_settings())
 
     @task
     def shadow(build: dict, url: str, params: dict | None = None) -> dict:
-        from fraudflow.rollout import run_stage
+        from fraudflow.deployment.controller import run_stage
         from fraudflow.settings import get_settings
 
         return run_stage(
@@ -83,7 +83,7 @@ def deploy_model():
 
     @task
     def canary(build: dict, url: str, shadow_decision: dict, params: dict | None = None) -> dict:
-        from fraudflow.rollout import run_stage
+        from fraudflow.deployment.controller import run_stage
         from fraudflow.settings import get_settings
 
         if not shadow_decision["check"]["passed"]:
@@ -109,14 +109,14 @@ def deploy_model():
 
     @task
     def promote(url: str) -> dict:
-        from fraudflow.rollout import promote as promote_version
+        from fraudflow.deployment.controller import promote as promote_version
         from fraudflow.settings import get_settings
 
         return promote_version(get_settings(), url)
 
     @task
     def rollback(url: str, shadow_decision: dict, canary_decision: dict) -> dict:
-        from fraudflow.rollout import reject_challenger
+        from fraudflow.deployment.controller import reject_challenger
         from fraudflow.settings import get_settings
 
         failed = [d for d in (shadow_decision, canary_decision) if not d["check"]["passed"]]

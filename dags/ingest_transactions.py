@@ -54,21 +54,21 @@ def ingest_transactions():
     def load_landing_file(source: str, ds: str | None = None, run_id: str | None = None) -> dict:
         from pathlib import Path
 
-        from fraudflow import ingest
-        from fraudflow.landing import BatchParseError
+        from fraudflow.ingestion import publish
+        from fraudflow.ingestion.landing import BatchParseError
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
 
         with fail_without_retry(BatchParseError):
-            staged = ingest.load_landing_file(
+            staged = publish.load_landing_file(
                 get_settings(), day=dt.date.fromisoformat(ds), source=Path(source), run_id=run_id
             )
         return staged.model_dump(mode="json")
 
     @task
     def validate_batch(staged: dict, run_id: str | None = None) -> dict:
-        from fraudflow import validation
-        from fraudflow.landing import StagedBatch
+        from fraudflow.ingestion import validation
+        from fraudflow.ingestion.landing import StagedBatch
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
 
@@ -78,11 +78,11 @@ def ingest_transactions():
 
     @task(outlets=[LAKE_TRANSACTIONS])
     def publish_partition(staged: dict, validation: dict, run_id: str | None = None, outlet_events=None) -> dict:
-        from fraudflow import ingest
-        from fraudflow.landing import StagedBatch
+        from fraudflow.ingestion import publish
+        from fraudflow.ingestion.landing import StagedBatch
         from fraudflow.settings import get_settings
 
-        published = ingest.publish_partition(
+        published = publish.publish_partition(
             get_settings(),
             staged=StagedBatch.model_validate(staged),
             run_id=run_id,

@@ -51,8 +51,8 @@ def monitor_drift():
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from fraudflow.ingest import list_partitions
-        from fraudflow.monitoring import NoChampion, monitor_champion
+        from fraudflow.lake import list_partitions
+        from fraudflow.monitoring.drift import NoChampion, monitor_champion
         from fraudflow.settings import get_settings
 
         log = logging.getLogger("fraudflow.monitoring")
@@ -77,7 +77,7 @@ def monitor_drift():
 
     @task
     def raise_alerts(result: dict) -> list[dict]:
-        from fraudflow.alerts import monitoring_alerts, send_alert
+        from fraudflow.monitoring.alerts import monitoring_alerts, send_alert
         from fraudflow.settings import get_settings
 
         settings = get_settings()

@@ -52,11 +52,11 @@ SETTINGS = get_settings()
 def train_model():
     @task
     def build_training_set(params: dict | None = None, logical_date=None, run_id: str | None = None) -> dict:
-        from fraudflow.ingest import list_partitions
+        from fraudflow.lake import list_partitions
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
-        from fraudflow.training import TrainingSetRejected, training_window
-        from fraudflow.training import build_training_set as build
+        from fraudflow.training.training_set import TrainingSetRejected, training_window
+        from fraudflow.training.training_set import build_training_set as build
 
         settings = get_settings()
         if params.get("run_date"):
@@ -65,7 +65,7 @@ def train_model():
             published = [d for d in list_partitions(settings) if d <= logical_date.date()]
             run_date = published[-1] if published else logical_date.date()
         window = training_window(
-            run_date, train_days=settings.train_days, delay_days=settings.delay_days, test_days=settings.test_days
+            run_date, train_days=settings.train_days, test_days=settings.test_days
         )
         with fail_without_retry(TrainingSetRejected):
             ts = build(
@@ -82,8 +82,8 @@ def train_model():
     def validate_training_set(training_set: dict, run_id: str | None = None) -> dict:
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
-        from fraudflow.training import TrainingSet, TrainingSetRejected
-        from fraudflow.training import validate_training_set as validate
+        from fraudflow.training.training_set import TrainingSet, TrainingSetRejected
+        from fraudflow.training.training_set import validate_training_set as validate
 
         with fail_without_retry(TrainingSetRejected):
             validate(get_settings(), TrainingSet.model_validate(training_set), run_id=run_id)
@@ -92,8 +92,8 @@ def train_model():
     @task
     def train_candidate(candidate: str, training_set: dict, params: dict | None = None) -> dict:
         from fraudflow.settings import get_settings
-        from fraudflow.training import TrainingSet
-        from fraudflow.training import train_candidate as train
+        from fraudflow.training.train import train_candidate as train
+        from fraudflow.training.training_set import TrainingSet
 
         run = train(
             get_settings(),
@@ -105,10 +105,18 @@ def train_model():
         return run.model_dump(mode="json")
 
     @task
+    def candidate_families() -> list[str]:
+        """Every model family fraudflow knows (``fraudflow.models.candidates.CANDIDATES``)."""
+        from fraudflow.models.candidates import CANDIDATES
+
+        return list(CANDIDATES)
+
+    @task
     def evaluate_gate(training_set: dict, candidates: list[dict], run_id: str | None = None) -> dict:
-        from fraudflow.release import judge_candidates
         from fraudflow.settings import get_settings
-        from fraudflow.training import CandidateRun, TrainingSet
+        from fraudflow.training.gate import judge_candidates
+        from fraudflow.training.train import CandidateRun
+        from fraudflow.training.training_set import TrainingSet
 
         decision = judge_candidates(
             get_settings(),
@@ -131,9 +139,10 @@ def train_model():
 
     @task(outlets=[MODEL_CHALLENGER])
     def register_challenger(decision: dict, training_set: dict, params: dict | None = None, run_id=None) -> dict:
-        from fraudflow.release import GateDecision, register_best
         from fraudflow.settings import get_settings
-        from fraudflow.training import TrainingSet
+        from fraudflow.training.gate import GateDecision
+        from fraudflow.training.register import register_best
+        from fraudflow.training.training_set import TrainingSet
 
         version = register_best(
             get_settings(),
@@ -145,7 +154,7 @@ def train_model():
         return version.model_dump(mode="json")
 
     training_set = validate_training_set(build_training_set())
-    candidates = train_candidate.partial(training_set=training_set).expand(candidate=["xgboost", "mlp"])
+    candidates = train_candidate.partial(training_set=training_set).expand(candidate=candidate_families())
     decision = evaluate_gate(training_set, candidates)
     gate_passed(decision) >> register_challenger(decision, training_set)
 

@@ -31,8 +31,8 @@ SETTINGS = get_settings()
 def watch_serving():
     @task
     def check_service() -> dict:
-        from fraudflow.alerts import check_service as probe
-        from fraudflow.alerts import send_alert
+        from fraudflow.monitoring.alerts import check_service as probe
+        from fraudflow.monitoring.alerts import send_alert
         from fraudflow.settings import get_settings
 
         settings = get_settings()

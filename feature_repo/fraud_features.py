@@ -13,9 +13,13 @@ from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, UnixTimestamp
 
-from fraudflow.features import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
+from fraudflow.features.compute import CUSTOMER_FEATURES, TERMINAL_FEATURES, WINDOWS, feature_dir
+from fraudflow.layout import PART_FILE, PARTITION_GLOB
+from fraudflow.schema import LABEL_DELAY_DAYS
 from fraudflow.settings import get_settings
 
+# Feast reads this module to know what exists: the sources' paths are the current home's
+# (read when fraudflow applies the repo, never when fraudflow is imported).
 _settings = get_settings()
 
 # A card (the handbook's customer): spending windows are keyed on it.
@@ -27,39 +31,39 @@ terminal = Entity(name="terminal", join_keys=["TERMINAL_ID"], value_type=ValueTy
 # no table (and then fails) for a path that does not end in ".parquet".
 customer_spending_source = FileSource(
     name="customer_spending_source",
-    path=str(feature_dir(_settings, "customer") / "date=*" / "part-0.parquet"),
+    path=str(feature_dir(_settings, "customer") / PARTITION_GLOB / PART_FILE),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
 )
 terminal_risk_source = FileSource(
     name="terminal_risk_source",
-    path=str(feature_dir(_settings, "terminal") / "date=*" / "part-0.parquet"),
+    path=str(feature_dir(_settings, "terminal") / PARTITION_GLOB / PART_FILE),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
 )
 
-# Counts and mean amounts over 1/7/30 days, current transaction included. TTL: the 30-day
+# Counts and mean amounts over 1/7/30 days, current transaction included. TTL: the longest
 # window plus a day; an older row describes an empty window, so serving falls back to defaults.
 customer_spending_fv = FeatureView(
     name="customer_spending",
     entities=[customer],
-    ttl=timedelta(days=31),
+    ttl=timedelta(days=max(WINDOWS) + 1),
     schema=[Field(name=f, dtype=Int64 if "_NB_TX_" in f else Float64) for f in CUSTOMER_FEATURES],
     source=customer_spending_source,
     online=True,
-    tags={"owner": "fraudflow", "windows": "1,7,30 days"},
+    tags={"owner": "fraudflow", "windows": ",".join(map(str, WINDOWS)) + " days"},
 )
 
 # Transaction counts and fraud shares over 1/7/30 days behind the 7-day label delay.
-# TTL: delay + 30-day window + a day.
+# TTL: delay + the longest window + a day.
 terminal_risk_fv = FeatureView(
     name="terminal_risk",
     entities=[terminal],
-    ttl=timedelta(days=38),
+    ttl=timedelta(days=LABEL_DELAY_DAYS + max(WINDOWS) + 1),
     schema=[Field(name=f, dtype=Int64 if "_NB_TX_" in f else Float64) for f in TERMINAL_FEATURES],
     source=terminal_risk_source,
     online=True,
-    tags={"owner": "fraudflow", "label_delay_days": "7"},
+    tags={"owner": "fraudflow", "label_delay_days": str(LABEL_DELAY_DAYS)},
 )
 
 # What the caller sends with each transaction (the scoring API's own field names).
@@ -82,7 +86,7 @@ transaction_request = RequestSource(
 def transaction_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast rebuilds this function from its source text, without this module's globals:
     # the import must live in the body.
-    from fraudflow.features import request_time_features
+    from fraudflow.features.compute import request_time_features
 
     return request_time_features(inputs["tx_amount"], inputs["tx_datetime"])
 

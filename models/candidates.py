@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow.features import MODEL_INPUTS
+from fraudflow.features.compute import MODEL_INPUTS
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo

@@ -163,46 +163,19 @@ def fit_mlp(X: pd.DataFrame, y: np.ndarray, params: MLPParams) -> FraudMLP:
         ValueError: the columns are not ``MODEL_INPUTS``, an input is not finite, or the
             labels are not usable.
     """
-    inputs = _as_tensor(X)
-    labels = check_labels(y, len(inputs))
-    train_rows, val_rows = _split(labels, params.validation_share, params.seed)
-    targets = torch.from_numpy(labels.astype(np.float32))
-    x_train, y_train = inputs[train_rows], targets[train_rows]
-    x_val, y_val = inputs[val_rows], targets[val_rows]
-
+    x_train, y_train, x_val, y_val = _training_tensors(X, y, params)
     with _deterministic_torch(params.seed, params.threads):
-        model = FraudMLP(
-            inputs.shape[1],
-            hidden=params.hidden,
-            dropout=params.dropout,
-            mean=x_train.mean(dim=0),
-            std=x_train.std(dim=0),
-        )
-        # Start the output bias at the (weighted) base rate's logit: at 0.8% fraud a zero bias
-        # predicts 0.5 and the first epochs would only learn the prior.
-        weight = params.pos_weight or 1.0
-        positives = float(y_train.sum()) * weight
-        with torch.no_grad():
-            model.net[-1].bias.fill_(math.log(positives / (len(y_train) - float(y_train.sum()))))
+        model = _initial_model(x_train, y_train, params)
         pos_weight = None if params.pos_weight is None else torch.tensor(params.pos_weight)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         optimiser = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
         order = torch.Generator().manual_seed(params.seed)
         best_loss, best_state, stale = math.inf, None, 0
         for epoch in range(1, params.epochs + 1):
-            model.train()
-            total = 0.0
-            for batch in torch.randperm(len(x_train), generator=order).split(params.batch_size):
-                optimiser.zero_grad()
-                loss = loss_fn(model.logits(x_train[batch]), y_train[batch])
-                loss.backward()
-                optimiser.step()
-                total += loss.item() * len(batch)
-            record = {"epoch": float(epoch), "train_loss": total / len(x_train)}
+            train_loss = _train_epoch(model, loss_fn, optimiser, x_train, y_train, order, params.batch_size)
+            record = {"epoch": float(epoch), "train_loss": train_loss}
             if len(x_val):
-                model.eval()
-                with torch.inference_mode():
-                    record["val_loss"] = loss_fn(model.logits(x_val), y_val).item()
+                record["val_loss"] = _validation_loss(model, loss_fn, x_val, y_val)
                 if record["val_loss"] < best_loss:
                     best_loss, best_state, stale = record["val_loss"], copy.deepcopy(model.state_dict()), 0
                 else:
@@ -213,6 +186,70 @@ def fit_mlp(X: pd.DataFrame, y: np.ndarray, params: MLPParams) -> FraudMLP:
         if best_state is not None:
             model.load_state_dict(best_state)
     return model.eval()
+
+
+def _training_tensors(
+    X: pd.DataFrame, y: np.ndarray, params: MLPParams
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked inputs and float targets, split into ``(x_train, y_train, x_val, y_val)``.
+
+    The split is stratified and seeded by ``params.seed`` (numpy, not torch), so it is the same
+    whatever the torch RNG state.
+    """
+    inputs = _as_tensor(X)
+    labels = check_labels(y, len(inputs))
+    train_rows, val_rows = _split(labels, params.validation_share, params.seed)
+    targets = torch.from_numpy(labels.astype(np.float32))
+    return inputs[train_rows], targets[train_rows], inputs[val_rows], targets[val_rows]
+
+
+def _initial_model(x_train: torch.Tensor, y_train: torch.Tensor, params: MLPParams) -> FraudMLP:
+    """A fresh module standardising with the training rows' statistics, output bias at the prior.
+
+    The output bias starts at the (weighted) base rate's logit: at 0.8% fraud a zero bias
+    predicts 0.5 and the first epochs would only learn the prior. Call it inside
+    :func:`_deterministic_torch`: the layer initialisation draws from torch's global RNG.
+    """
+    model = FraudMLP(
+        x_train.shape[1],
+        hidden=params.hidden,
+        dropout=params.dropout,
+        mean=x_train.mean(dim=0),
+        std=x_train.std(dim=0),
+    )
+    weight = params.pos_weight or 1.0
+    positives = float(y_train.sum()) * weight
+    with torch.no_grad():
+        model.net[-1].bias.fill_(math.log(positives / (len(y_train) - float(y_train.sum()))))
+    return model
+
+
+def _train_epoch(
+    model: FraudMLP,
+    loss_fn: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    order: torch.Generator,
+    batch_size: int,
+) -> float:
+    """One pass over the training rows in a shuffled order drawn from ``order``; the mean loss."""
+    model.train()
+    total = 0.0
+    for batch in torch.randperm(len(x_train), generator=order).split(batch_size):
+        optimiser.zero_grad()
+        loss = loss_fn(model.logits(x_train[batch]), y_train[batch])
+        loss.backward()
+        optimiser.step()
+        total += loss.item() * len(batch)
+    return total / len(x_train)
+
+
+def _validation_loss(model: FraudMLP, loss_fn: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor) -> float:
+    """The loss on the validation rows, in eval mode (no dropout) and without gradients."""
+    model.eval()
+    with torch.inference_mode():
+        return loss_fn(model.logits(x_val), y_val).item()
 
 
 def predict_mlp(model: FraudMLP, X: pd.DataFrame) -> np.ndarray:

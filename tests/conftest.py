@@ -52,6 +52,6 @@ def settings(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def small_history():
     """Ten days of a small simulated world: enough fraud of every scenario to test rules."""
-    from fraudflow.simulate import SimulationConfig, simulate_transactions
+    from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
 
     return simulate_transactions(SimulationConfig(days=10, customers=300, terminals=600, seed=7))

@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
+from fraudflow import tags
+
 
 def tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (relative path -> digest): 'unchanged' made exact."""
@@ -26,17 +28,17 @@ def publish_history(settings, frame, *, validate: bool = False) -> list[dt.date]
     """Publish every day of ``frame`` to the lake through the ingestion stage functions
     (landing -> staging -> [GX gate] -> lake), without Airflow: for tests whose subject is
     downstream of ingestion (the DAG itself is tested in test_ingest_dag.py)."""
-    from fraudflow import ingest
-    from fraudflow.landing import find_landing_file
-    from fraudflow.simulate import write_landing_files
-    from fraudflow.validation import validate_batch
+    from fraudflow.demo.simulate import write_landing_files
+    from fraudflow.ingestion import publish
+    from fraudflow.ingestion.landing import find_landing_file
+    from fraudflow.ingestion.validation import validate_batch
 
     write_landing_files(frame, settings.landing_dir)
     days = sorted(frame["TX_DATETIME"].dt.date.unique())
     for day in days:
-        staged = ingest.load_landing_file(settings, day=day, source=find_landing_file(settings, day), run_id="test")
+        staged = publish.load_landing_file(settings, day=day, source=find_landing_file(settings, day), run_id="test")
         validation_id = validate_batch(settings, staged=staged, run_id="test").validation_id if validate else None
-        ingest.publish_partition(settings, staged=staged, run_id="test", validation_id=validation_id)
+        publish.publish_partition(settings, staged=staged, run_id="test", validation_id=validation_id)
     return days
 
 
@@ -46,11 +48,12 @@ def build_serving_home(settings, *, days: int = 30, customers: int = 500, termin
     and promoted to ``champion`` (its F1 threshold tagged as the DAG does). Returns the
     normalised transactions (lake rows) so tests can pick known customers and terminals."""
     from fraudflow import registry
-    from fraudflow.feature_store import apply_feature_repo, materialize_online
-    from fraudflow.features import build_features
+    from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
+    from fraudflow.features.compute import build_features
+    from fraudflow.features.store import apply_feature_repo, materialize_online
     from fraudflow.schema import normalise_transactions
-    from fraudflow.simulate import SimulationConfig, simulate_transactions
-    from fraudflow.training import build_training_set, train_candidate
+    from fraudflow.training.train import train_candidate
+    from fraudflow.training.training_set import build_training_set
 
     world = SimulationConfig(days=days, customers=customers, terminals=terminals, seed=seed)
     last_day = world.start + dt.timedelta(days=days - 1)
@@ -65,7 +68,7 @@ def build_serving_home(settings, *, days: int = 30, customers: int = 500, termin
         settings,
         model_uri=run.model_uri,
         run_id=run.run_id,
-        tags={"fraudflow.candidate": "xgboost", "fraudflow.threshold": f"{run.threshold:.6f}"},
+        tags={tags.CANDIDATE: "xgboost", tags.THRESHOLD: f"{run.threshold:.6f}"},
     )
     registry.promote_challenger(settings)
     return frame

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from fraudflow.alerts import Alert, Tier, check_service, monitoring_alerts, read_alerts, send_alert
-from fraudflow.rollout import free_port
+from fraudflow.deployment.service_process import free_port
+from fraudflow.monitoring.alerts import Alert, Tier, check_service, monitoring_alerts, read_alerts, send_alert
 from tests.webhook import WebhookReceiver
 
 
@@ -111,7 +111,7 @@ def test_a_failing_webhook_is_recorded_not_raised(settings, monkeypatch):
 
 
 def test_without_a_webhook_alerts_are_logged(settings, caplog):
-    caplog.set_level("WARNING", logger="fraudflow.alerts")
+    caplog.set_level("WARNING", logger="fraudflow.monitoring.alerts")
     delivery = send_alert(settings, Alert(tier=Tier.weekly, check="drift", summary="TX_AMOUNT drifted"))
     assert delivery.sent and delivery.webhook_status is None
     assert "ALERT [weekly] drift: TX_AMOUNT drifted" in caplog.text

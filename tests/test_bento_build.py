@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fraudflow import registry
+from fraudflow import registry, tags
 from tests.helpers import build_serving_home
 
 pytestmark = pytest.mark.e2e
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 def test_build_model_bento_labels_and_records_the_version(settings, monkeypatch):
     build_serving_home(settings, days=20, customers=200, terminals=400)
-    from fraudflow.bento import build_model_bento
+    from fraudflow.deployment.bento import build_model_bento
 
     tag = build_model_bento(settings, "1")
     import bentoml
@@ -23,7 +23,7 @@ def test_build_model_bento_labels_and_records_the_version(settings, monkeypatch)
     assert [str(m.tag) for m in bento.info.models] == ["fraud-detector:v1"]
     assert bento.path.startswith(str(settings.bentoml_home))
     version = registry.version_by_alias(settings, registry.CHAMPION)
-    assert version.tags["fraudflow.bento"] == "fraud_scoring:v1"
+    assert version.tags[tags.BENTO] == "fraud_scoring:v1"
     # Building again for the same version reuses the imported model (no duplicate import).
     assert len(bentoml.models.list("fraud-detector")) == 1
 
@@ -33,7 +33,7 @@ def test_each_home_builds_into_its_own_bentoml_store(tmp_path, monkeypatch):
     test after test_build_model_bento_...) must not land in the first home's store."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
-    from fraudflow.bento import _use_bentoml_home
+    from fraudflow.deployment.bento import _use_bentoml_home
     from fraudflow.settings import get_settings
 
     for name in ("first", "second"):

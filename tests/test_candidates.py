@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-from fraudflow.features import MODEL_INPUTS
+from fraudflow.features.compute import MODEL_INPUTS
 from fraudflow.models.candidates import CANDIDATES, input_frame, load_candidate_model
 
 FAMILIES = sorted(CANDIDATES)

@@ -13,9 +13,10 @@ import pytest
 from mlflow import MlflowClient
 from rich.console import Console
 
-from fraudflow.demo import DemoConfig, run_demo
-from fraudflow.prediction_log import read_predictions
+from fraudflow import tags
+from fraudflow.demo.closed_loop import DemoConfig, run_demo
 from fraudflow.registry import CHAMPION, MODEL_NAME, aliases
+from fraudflow.serving.prediction_log import read_predictions
 
 pytestmark = pytest.mark.e2e
 
@@ -79,12 +80,12 @@ def test_train_model_was_triggered_once_with_the_reason(loop):
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     runs = mlflow.search_runs(
         experiment_names=["fraudflow-training"],
-        filter_string="tags.`fraudflow.reason` LIKE 'drift checks failed%'",
+        filter_string=f"tags.`{tags.REASON}` LIKE 'drift checks failed%'",
         output_format="list",
     )
-    (parent,) = [r for r in runs if "fraudflow.failed_checks" in r.data.tags]
-    assert "input_drift: TX_AMOUNT" in parent.data.tags["fraudflow.failed_checks"]
-    assert parent.data.tags["fraudflow.drift_report"] == report.monitoring_summary
+    (parent,) = [r for r in runs if tags.FAILED_CHECKS in r.data.tags]
+    assert "input_drift: TX_AMOUNT" in parent.data.tags[tags.FAILED_CHECKS]
+    assert parent.data.tags[tags.DRIFT_REPORT] == report.monitoring_summary
 
 
 def test_the_retrained_model_went_through_the_gate_and_the_staged_rollout(loop):
@@ -94,8 +95,8 @@ def test_the_retrained_model_went_through_the_gate_and_the_staged_rollout(loop):
     decisions = [json.loads(x) for x in (settings.serving_dir / "decisions.jsonl").read_text().splitlines()]
     assert sorted(versions) == ["1", "2"], report.retrain_outcome
     retrained = versions["2"]
-    assert retrained.tags["fraudflow.reason"].startswith("drift checks failed")
-    card = Path(retrained.tags["fraudflow.model_card"]).read_text()
+    assert retrained.tags[tags.REASON].startswith("drift checks failed")
+    card = Path(retrained.tags[tags.MODEL_CARD]).read_text()
     assert "| failed checks | input_drift: TX_AMOUNT" in card and report.monitoring_summary in card
     staged = [d["stage"] for d in decisions if str(d.get("challenger") or d.get("version")) == str(retrained.version)]
     assert staged[:2] == ["shadow", "canary"] and staged[2] in ("promote", "rollback")

@@ -12,12 +12,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from fraudflow import registry
+from fraudflow import registry, tags
 from fraudflow.cli import main
-from fraudflow.deployment import DeploymentState, read_state, write_state
+from fraudflow.deployment.controller import replay_sample
+from fraudflow.deployment.service_process import ServingProcess
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
-from fraudflow.prediction_log import read_predictions
-from fraudflow.rollout import ServingProcess, replay_sample
+from fraudflow.serving.prediction_log import read_predictions
+from fraudflow.serving.state import DeploymentState, read_state, write_state
 from tests.helpers import build_serving_home
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +81,7 @@ def deployment(airflow_db, tmp_path_factory):
 def _register_copy_of_champion(settings) -> str:
     """A new version with the champion's model: a 'retrained' challenger known to be good."""
     champion = registry.version_by_alias(settings, registry.CHAMPION)
-    keep = {k: v for k, v in champion.tags.items() if k != "fraudflow.rollout"}
+    keep = {k: v for k, v in champion.tags.items() if k != tags.ROLLOUT}
     return registry.register_challenger(settings, model_uri=champion.source, run_id=champion.run_id, tags=keep).version
 
 
@@ -135,8 +136,8 @@ def test_staged_rollout_promotes_good_rolls_back_bad_with_zero_failed_requests(d
     assert v3.version == "1"
     from mlflow import MlflowClient
 
-    tags = MlflowClient(settings.mlflow_tracking_uri).get_model_version(registry.MODEL_NAME, "3").tags
-    assert tags["fraudflow.rollout"] == "rolled_back" and "canary" in tags["fraudflow.rollout_reason"]
+    v3_tags = MlflowClient(settings.mlflow_tracking_uri).get_model_version(registry.MODEL_NAME, "3").tags
+    assert v3_tags[tags.ROLLOUT] == "rolled_back" and "canary" in v3_tags[tags.ROLLOUT_REASON]
 
     # One command restores the previous champion; the service follows without a restart.
     result = CliRunner().invoke(main, ["rollback"])
@@ -179,7 +180,7 @@ def test_first_deployment_promotes_without_a_champion(airflow_db, settings):
     assert read_state(settings).champion == version.version
     stages = [(d["stage"], d.get("skipped", False)) for d in _decisions(settings)]
     assert stages == [("shadow", True), ("canary", True), ("promote", False)]
-    bento = registry.version_by_alias(settings, registry.CHAMPION).tags["fraudflow.bento"]
+    bento = registry.version_by_alias(settings, registry.CHAMPION).tags[tags.BENTO]
     assert bento == f"fraud_scoring:v{version.version}"
 
 

@@ -8,16 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudflow.deployment import (
-    DeploymentState,
-    canary_check,
-    population_stability_index,
-    read_state,
-    routes_to_challenger,
-    shadow_check,
-    write_state,
-)
-from fraudflow.prediction_log import COLUMNS, PredictionLog, read_predictions
+from fraudflow.deployment.checks import canary_check, population_stability_index, shadow_check
+from fraudflow.serving.prediction_log import COLUMNS, PredictionLog, read_predictions
+from fraudflow.serving.state import DeploymentState, read_state, routes_to_challenger, write_state
 
 
 def test_state_revisions_and_history(settings):

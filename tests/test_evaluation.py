@@ -10,11 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraudflow.evaluation import (
-    BootstrapResult,
+from fraudflow.training.bootstrap import BootstrapResult, average_precision, bootstrap_ap_difference
+from fraudflow.training.metrics import (
     Metrics,
-    average_precision,
-    bootstrap_ap_difference,
     card_precision_at_k,
     card_precision_at_k_per_day,
     evaluate_scores,

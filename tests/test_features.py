@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudflow import feature_store as fs
-from fraudflow.features import (
+from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
+from fraudflow.features import store as fs
+from fraudflow.features.compute import (
     CUSTOMER_FEATURES,
     MODEL_INPUTS,
     TERMINAL_FEATURES,
@@ -19,7 +20,6 @@ from fraudflow.features import (
     stale_feature_days,
 )
 from fraudflow.schema import normalise_transactions
-from fraudflow.simulate import SimulationConfig, simulate_transactions
 from tests.helpers import publish_history
 
 T0 = pd.Timestamp("2018-04-02")
@@ -176,7 +176,7 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
 
 def test_numpy_request_flags_match_pandas_calendar():
     """The epoch arithmetic agrees with pandas' own weekday/hour on random times."""
-    from fraudflow.features import request_time_arrays
+    from fraudflow.features.compute import request_time_arrays
 
     rng = np.random.default_rng(3)
     when = pd.to_datetime(rng.integers(946_684_800, 4_102_444_800, 20_000), unit="s")  # 2000..2100

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fraudflow.landing import BatchParseError, LandingError, find_landing_file, read_batch
+from fraudflow.ingestion.landing import BatchParseError, LandingError, find_landing_file, read_batch
 from fraudflow.schema import RAW_COLUMNS, SchemaError, normalise_transactions
 from fraudflow.settings import Profile, Settings
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraudflow.gates import GateConfig, GateVerdict, evaluate_gate
+from fraudflow.settings import Settings
+from fraudflow.training.gate import GateConfig, GateVerdict, evaluate_gate
 from tests.test_evaluation import noisy_scores, synthetic_frame
+
+
+def default_config() -> GateConfig:
+    """The gate as configured by default (the thresholds are settings)."""
+    return GateConfig.from_settings(Settings())
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,7 @@ def test_good_model_passes_without_champion(frame, y):
         frame=frame,
         challenger_scores=noisy_scores(y, 0.2, 1),
         champion_scores=None,
-        config=GateConfig(),
+        config=default_config(),
     )
     assert verdict.passed, verdict.reason
     assert verdict.reason == "all checks passed"
@@ -45,7 +51,7 @@ def test_good_model_passes_without_champion(frame, y):
 def test_random_scores_fail_the_floors(frame, y):
     scores = np.random.default_rng(2).random(len(y))
     verdict = evaluate_gate(
-        candidate="random", frame=frame, challenger_scores=scores, champion_scores=None, config=GateConfig()
+        candidate="random", frame=frame, challenger_scores=scores, champion_scores=None, config=default_config()
     )
     assert not verdict.passed
     checks = checks_by_name(verdict)
@@ -57,7 +63,7 @@ def test_random_scores_fail_the_floors(frame, y):
 def test_clearly_worse_challenger_fails_non_inferiority_despite_passing_floors(frame, y):
     champion, challenger = noisy_scores(y, 0.2, 3), noisy_scores(y, 0.3, 4)
     verdict = evaluate_gate(
-        candidate="worse", frame=frame, challenger_scores=challenger, champion_scores=champion, config=GateConfig()
+        candidate="worse", frame=frame, challenger_scores=challenger, champion_scores=champion, config=default_config()
     )
     checks = checks_by_name(verdict)
     assert checks["min_average_precision"].passed and checks["min_auc_roc"].passed
@@ -70,7 +76,7 @@ def test_clearly_worse_challenger_fails_non_inferiority_despite_passing_floors(f
 def test_equal_models_pass_champion_checks(frame, y):
     scores = noisy_scores(y, 0.2, 5)
     verdict = evaluate_gate(
-        candidate="same", frame=frame, challenger_scores=scores, champion_scores=scores.copy(), config=GateConfig()
+        candidate="same", frame=frame, challenger_scores=scores, champion_scores=scores.copy(), config=default_config()
     )
     assert verdict.passed, verdict.reason
     checks = checks_by_name(verdict)
@@ -94,7 +100,7 @@ def test_challenger_losing_one_scenario_fails_slices_only():
         frame=frame,
         challenger_scores=challenger,
         champion_scores=champion,
-        config=GateConfig(),
+        config=default_config(),
     )
     checks = checks_by_name(verdict)
     assert checks["min_average_precision"].passed and checks["min_auc_roc"].passed

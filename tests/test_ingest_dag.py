@@ -7,10 +7,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from fraudflow.ingest import list_partitions, read_lake, read_partition_manifest
+from fraudflow.demo.simulate import write_landing_files
+from fraudflow.lake import list_partitions, read_lake, read_partition_manifest
 from fraudflow.lineage import read_lineage
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
-from fraudflow.simulate import write_landing_files
 from tests.helpers import day_rows, tree_digest
 
 DAY1 = dt.date(2018, 4, 1)

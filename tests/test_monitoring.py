@@ -11,19 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudflow import registry
-from fraudflow.features import LABEL
-from fraudflow.monitoring import (
-    SCORE,
-    champion_reference_metrics,
-    check_performance,
-    monitoring_windows,
-    score_frame,
-    window_features,
-)
+from fraudflow import registry, tags
+from fraudflow.demo.simulate import DriftSpec, SimulationConfig, simulate_transactions
+from fraudflow.features.compute import LABEL
+from fraudflow.monitoring.checks import SCORE, check_performance, monitoring_windows
+from fraudflow.monitoring.drift import champion_reference_metrics, score_frame, window_features
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
-from fraudflow.schema import normalise_transactions
-from fraudflow.simulate import DriftSpec, SimulationConfig, simulate_transactions
+from fraudflow.schema import LABEL_DELAY_DAYS, normalise_transactions
 from tests.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -45,11 +39,13 @@ DRIFTED_AS_OF = START + dt.timedelta(days=74)  # window 68-74: all drifted
 @pytest.fixture(scope="module")
 def monitored_home(airflow_db, tmp_path_factory):
     """Lake, features, Feast online store, and a champion trained on undrifted days."""
-    from fraudflow.feature_store import apply_feature_repo, materialize_online
-    from fraudflow.features import build_features
-    from fraudflow.release import judge_candidates, register_best
+    from fraudflow.features.compute import build_features
+    from fraudflow.features.store import apply_feature_repo, materialize_online
     from fraudflow.settings import get_settings
-    from fraudflow.training import build_training_set, train_candidate
+    from fraudflow.training.gate import judge_candidates
+    from fraudflow.training.register import register_best
+    from fraudflow.training.train import train_candidate
+    from fraudflow.training.training_set import build_training_set
     from tests.helpers import publish_history
 
     with pytest.MonkeyPatch.context() as mp:
@@ -91,7 +87,7 @@ def _task_states(outcome) -> dict[str, str]:
 
 
 def _summary(settings, as_of: dt.date, outcome) -> dict:
-    from fraudflow.landing import safe_run_id
+    from fraudflow.ingestion.landing import safe_run_id
 
     path = settings.root / "monitoring" / as_of.isoformat() / safe_run_id(outcome.run_id) / "summary.json"
     return json.loads(path.read_text())
@@ -156,7 +152,7 @@ def test_drifted_window_names_the_columns_and_triggers_training_once(monitored_h
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient(settings.mlflow_tracking_uri)
     logged = client.get_run(summary["mlflow_run_id"])
-    assert logged.data.tags["fraudflow.monitoring"] == "failed"
+    assert logged.data.tags[tags.MONITORING] == "failed"
     assert logged.data.metrics["input_drift.TX_AMOUNT"] > 0.1
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "reports")}
     assert {"reports/input_drift.html", "reports/prediction_drift.html", "reports/summary.json"} <= artifacts
@@ -176,7 +172,7 @@ def test_performance_uses_only_matured_labels(monitored_home):
     """Labels younger than the delay never count; degraded matured labels fail the check."""
     settings = monitored_home
     as_of = CLEAN_AS_OF
-    windows = monitoring_windows(as_of, days=7, delay_days=settings.delay_days)
+    windows = monitoring_windows(as_of, days=7, delay_days=LABEL_DELAY_DAYS)
     champion = registry.version_by_alias(settings, registry.CHAMPION)
     frame = window_features(settings, windows.matured_start, windows.recent_end)
     frame[SCORE] = score_frame(champion, frame)

@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraudflow.rollout import free_port
+from fraudflow import tags
+from fraudflow.deployment.service_process import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.production]
 
@@ -196,7 +197,7 @@ def _sql(env: dict[str, str], database: str, query: str) -> list[tuple]:
 
 
 def test_settings_resolve_to_the_real_services(production, monkeypatch):
-    from fraudflow.feature_store import repo_config
+    from fraudflow.features.store import repo_config
     from fraudflow.orchestration.runtime import airflow_env
 
     env, _ = production
@@ -214,9 +215,9 @@ def test_settings_resolve_to_the_real_services(production, monkeypatch):
 
 
 def test_ingest_runs_on_celery_workers_against_postgres(production, monkeypatch):
-    from fraudflow.ingest import list_partitions
+    from fraudflow.demo.simulate import SimulationConfig, simulate_transactions, write_landing_files
+    from fraudflow.lake import list_partitions
     from fraudflow.schema import normalise_transactions
-    from fraudflow.simulate import SimulationConfig, simulate_transactions, write_landing_files
     from tests.helpers import publish_history
 
     env, _ = production
@@ -252,15 +253,15 @@ def test_features_and_training_on_celery_register_in_the_mlflow_server(productio
     _run(env, "train_model", LAST, {"reason": "production profile test", "candidate_params": {"mlp": {"epochs": 3}}})
     client = MlflowClient(env["FRAUDFLOW_MLFLOW_SERVER_URL"])
     version = client.get_model_version_by_alias(MODEL_NAME, CHALLENGER)
-    assert version.tags["fraudflow.reason"] == "production profile test"
+    assert version.tags[tags.REASON] == "production profile test"
     assert _sql(env, "mlflow", "select count(*) from registered_models")[0][0] == 1  # the server's PostgreSQL store
 
 
 def test_the_scoring_service_reads_the_mlflow_server_and_redis(production, monkeypatch):
     from fraudflow import registry
-    from fraudflow.deployment import DeploymentState, write_state
-    from fraudflow.ingest import read_lake
-    from fraudflow.rollout import ServingProcess
+    from fraudflow.deployment.service_process import ServingProcess
+    from fraudflow.lake import read_lake
+    from fraudflow.serving.state import DeploymentState, write_state
 
     env, _ = production
     settings = _settings(env, monkeypatch)

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from fraudflow.cli import main
-from fraudflow.ingest import list_partitions
+from fraudflow.demo.simulate import write_landing_files
+from fraudflow.lake import list_partitions
 from fraudflow.lineage import read_lineage
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
-from fraudflow.simulate import write_landing_files
 
 pytestmark = pytest.mark.e2e
 DAY = dt.date(2018, 4, 2)

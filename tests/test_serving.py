@@ -22,9 +22,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from fraudflow import registry
-from fraudflow.features import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
-from fraudflow.serving import FeatureLookup, Scorer, Transaction
+from fraudflow import registry, tags
+from fraudflow.features.compute import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
+from fraudflow.serving.scoring import FeatureLookup, Scorer, Transaction
 from tests.helpers import build_serving_home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_score_uses_online_features_and_the_champion(serving_home, servers):
     assert body["model_name"] == registry.MODEL_NAME and body["model_version"] == champion.version
     assert body["served_by"] == "champion" and body["transaction_id"] == int(row.TRANSACTION_ID)
     assert len(body["request_id"]) == 32
-    threshold = float(champion.tags["fraudflow.threshold"])
+    threshold = float(champion.tags[tags.THRESHOLD])
     assert body["is_fraud"] == (body["fraud_probability"] >= threshold)
 
     # In-process, same code: the online store holds the feature tables' latest rows.
@@ -300,8 +300,8 @@ def test_a_quiet_service_still_follows_the_deployment_state(serving_home, server
     """No request arrives: the service must still apply a new state (deploy_model waits on
     /healthz before it replays any traffic). Found by the closed-loop test: it used to switch
     only when a scoring request came in."""
-    from fraudflow.deployment import read_state, write_state
-    from fraudflow.rollout import wait_for_revision
+    from fraudflow.deployment.controller import wait_for_revision
+    from fraudflow.serving.state import read_state, write_state
 
     settings, _ = serving_home
     state = write_state(settings, read_state(settings).model_copy(update={"reason": "quiet-service test"}))
@@ -312,7 +312,7 @@ def test_a_quiet_service_still_follows_the_deployment_state(serving_home, server
 def test_error_rate_over_threshold_is_an_immediate_alert(serving_home, servers, tmp_path, monkeypatch):
     """watch_serving's check against the live service: the error rate counts only the requests
     answered since the previous check, from the service's own Prometheus counters."""
-    from fraudflow.alerts import Tier, check_service, send_alert
+    from fraudflow.monitoring.alerts import Tier, check_service, send_alert
     from fraudflow.settings import get_settings
     from tests.webhook import WebhookReceiver
 
@@ -378,7 +378,7 @@ def test_bento_requirements_are_the_repo_pins():
 def test_fast_xgboost_path_equals_the_flavour_predict_proba(serving_home):
     """Scorer's inplace_predict shortcut returns what the MLflow flavour's predict_proba does."""
     settings, lake = serving_home
-    from fraudflow.serving import FeatureLookup, Scorer, Transaction
+    from fraudflow.serving.scoring import FeatureLookup, Scorer, Transaction
 
     scorer = Scorer("models:/fraud-detector@champion", settings)
     assert scorer._booster is not None  # the shortcut is really taken

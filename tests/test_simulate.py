@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraudflow.demo.simulate import DriftSpec, SimulationConfig, simulate_transactions, write_landing_files
 from fraudflow.schema import RAW_COLUMNS, normalise_transactions
-from fraudflow.simulate import DriftSpec, SimulationConfig, simulate_transactions, write_landing_files
 
 SMALL = SimulationConfig(days=40, customers=400, terminals=800, seed=3)
 

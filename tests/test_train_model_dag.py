@@ -10,10 +10,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from fraudflow import registry
+from fraudflow import registry, tags
+from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
 from fraudflow.schema import normalise_transactions
-from fraudflow.simulate import SimulationConfig, simulate_transactions
 from fraudflow.tracking import TRAINING_EXPERIMENT
 from tests.helpers import publish_history
 
@@ -59,7 +59,7 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2
-    assert {c.data.tags["fraudflow.candidate"] for c in children} == {"xgboost", "mlp"}
+    assert {c.data.tags[tags.CANDIDATE] for c in children} == {"xgboost", "mlp"}
     for child in children:
         assert {"auc_roc", "average_precision", "card_precision_at_100"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -69,8 +69,8 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     logged = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert {m.source_run_id for m in logged} == {c.info.run_id for c in children}
     parent = parents[0]
-    assert parent.data.tags["fraudflow.gate"] == "passed"
-    assert parent.data.tags["fraudflow.feature_service"] == "fraud_detection_v1"
+    assert parent.data.tags[tags.GATE] == "passed"
+    assert parent.data.tags[tags.FEATURE_SERVICE] == "fraud_detection_v1"
     assert parent.data.tags["mlflow.source.git.commit"]
     lineage = json.loads(Path(client.download_artifacts(parent.info.run_id, "lineage.json")).read_text())
     assert len(lineage["partitions"]) == 21 and len(lineage["validation_ids"]) == 21
@@ -78,13 +78,13 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
 
     challenger = registry.version_by_alias(settings, registry.CHALLENGER)
     assert challenger is not None and challenger.version == "1"
-    assert challenger.tags["fraudflow.gate"] == "passed"
-    assert float(challenger.tags["fraudflow.average_precision"]) >= 0.3
+    assert challenger.tags[tags.GATE] == "passed"
+    assert float(challenger.tags[tags.AVERAGE_PRECISION]) >= 0.3
     from fraudflow.models.candidates import load_candidate_model
 
     spec, model = load_candidate_model(f"models:/{registry.MODEL_NAME}@challenger")
-    assert spec.name == challenger.tags["fraudflow.candidate"]
-    card = Path(challenger.tags["fraudflow.model_card"])
+    assert spec.name == challenger.tags[tags.CANDIDATE]
+    card = Path(challenger.tags[tags.MODEL_CARD])
     assert card.exists() and card.with_suffix(".html").exists()
     text = card.read_text()
     assert "handbook: XGBoost, defaults" in text and "Known limits" in text and "fraud_detection_v1" in text
@@ -103,8 +103,8 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     assert registry.aliases(settings) == before
     assert len(client.search_model_versions(f"name='{registry.MODEL_NAME}'")) == 1
     latest = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`fraudflow.reason` = 'gate drill'", max_results=1
+        [experiment.experiment_id], filter_string=f"tags.`{tags.REASON}` = 'gate drill'", max_results=1
     )[0]
-    assert latest.data.tags["fraudflow.gate"] == "failed"
-    assert "min_average_precision" in latest.data.tags["fraudflow.gate_reason"]
-    assert latest.data.tags["fraudflow.champion_version"] == "1"
+    assert latest.data.tags[tags.GATE] == "failed"
+    assert "min_average_precision" in latest.data.tags[tags.GATE_REASON]
+    assert latest.data.tags[tags.CHAMPION_VERSION] == "1"

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudflow.ingest import list_partitions, read_partition_manifest
+from fraudflow.demo.simulate import write_landing_files
+from fraudflow.ingestion.quarantine import list_quarantined
+from fraudflow.lake import list_partitions, read_partition_manifest
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
-from fraudflow.quarantine import list_quarantined
 from fraudflow.settings import get_settings
-from fraudflow.simulate import write_landing_files
 from tests.helpers import day_rows, tree_digest
 
 pytestmark = pytest.mark.e2e

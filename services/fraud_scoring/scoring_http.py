@@ -41,9 +41,10 @@ class Metrics:
 class Guard:
     """ASGI middleware: bearer token, GET /healthz as JSON, latency and error metrics."""
 
-    def __init__(self, app, *, service: Callable[[], Any], token: str | None = None) -> None:
-        # ``service`` returns the live service instance (it exists only after start-up).
-        self.app, self.service, self.token = app, service, (token or "").encode() or None
+    def __init__(self, app, *, service: Callable[[], Any], token: Callable[[], str | None]) -> None:
+        # ``service`` returns the live service instance (it exists only after start-up); the
+        # token is read when the worker builds its app, not when the service module is imported.
+        self.app, self.service, self.token = app, service, (token() or "").encode() or None
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")

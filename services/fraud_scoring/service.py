@@ -1,6 +1,6 @@
 """fraudflow's scoring service (BentoML 1.4): POST /score, POST /score_batch, GET /healthz.
 
-The scoring itself is ``fraudflow.serving`` (the same code runs in-process); this file only
+The scoring itself is ``fraudflow.serving`` (scoring + routing; the same code runs in-process); this file only
 wires it to HTTP, metrics and auth. See services/README.md for the API.
 """
 
@@ -14,8 +14,8 @@ import bentoml
 from pydantic import BaseModel, Field
 from scoring_http import Guard, Metrics, quiet_validation_tracebacks
 
-from fraudflow.routing import RoutedScoring
-from fraudflow.serving import DEFAULT_MODEL_URI, ScoreResponse, Transaction
+from fraudflow.serving.routing import RoutedScoring
+from fraudflow.serving.scoring import DEFAULT_MODEL_URI, ScoreResponse, Transaction
 from fraudflow.settings import get_settings
 
 MAX_BATCH = 1000
@@ -82,5 +82,5 @@ class FraudScoring:
         return BatchResponse(results=self._score(transactions, "/score_batch"))
 
 
-FraudScoring.add_asgi_middleware(Guard, service=bentoml.get_current_service, token=get_settings().api_token)
+FraudScoring.add_asgi_middleware(Guard, service=bentoml.get_current_service, token=lambda: get_settings().api_token)
 quiet_validation_tracebacks()

@@ -47,7 +47,7 @@ def main() -> None:
 @click.option("--drift-customers", type=int, default=None, help="Compromised cards per day (default 3).")
 def simulate(start, days, customers, terminals, seed, fmt, write_from, write_to, drift_from, **drift) -> None:
     """Simulate transactions (Fraud Detection Handbook design) into the landing zone, one file per day."""
-    from fraudflow.simulate import (
+    from fraudflow.demo.simulate import (
         DriftSpec,
         SimulationConfig,
         simulate_transactions,
@@ -89,7 +89,7 @@ def simulate(start, days, customers, terminals, seed, fmt, write_from, write_to,
 @click.option("--end", callback=_date, required=True, help="Last logical date to ingest (inclusive).")
 def ingest(start, end) -> None:
     """Run the ingest_transactions DAG (real Airflow, dag.test) for each date of a range."""
-    from fraudflow.demo import ingest_days
+    from fraudflow.demo.stages import ingest_days
 
     terminal = _terminal_console()
     outcomes = ingest_days(get_settings(), start=start, end=end, console=terminal)
@@ -110,7 +110,7 @@ def demo(days, drift_days, customers, terminals, seed, fresh) -> None:
     drifted days -> monitor_drift -> retraining -> staged rollout, then a summary."""
     import shutil
 
-    from fraudflow.demo import DemoConfig, run_demo
+    from fraudflow.demo.closed_loop import DemoConfig, run_demo
 
     settings = get_settings()
     if fresh and settings.root.exists():
@@ -167,7 +167,7 @@ def quarantine() -> None:
 @quarantine.command("list")
 def quarantine_list() -> None:
     """Quarantined days with their reason and report paths."""
-    from fraudflow.quarantine import list_quarantined
+    from fraudflow.ingestion.quarantine import list_quarantined
 
     records = list_quarantined(get_settings())
     if not records:
@@ -185,7 +185,7 @@ def quarantine_list() -> None:
 @click.argument("day", callback=_date)
 def quarantine_release(day) -> None:
     """Move DAY's quarantined file back to landing so ingest_transactions re-validates it."""
-    from fraudflow.quarantine import ReleaseError, release_quarantined
+    from fraudflow.ingestion.quarantine import ReleaseError, release_quarantined
 
     try:
         target = release_quarantined(get_settings(), day)
@@ -199,8 +199,8 @@ def quarantine_release(day) -> None:
 @main.command()
 def rollback() -> None:
     """Restore the previous champion (MLflow aliases + the serving state) in one command."""
-    from fraudflow.deployment import DeploymentState, write_state
     from fraudflow.registry import CHAMPION, rollback_champion
+    from fraudflow.serving.state import DeploymentState, write_state
 
     settings = get_settings()
     try:
@@ -216,9 +216,9 @@ def rollback() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to answer other machines/containers.")
 def serve(port, host) -> None:
     """Serve the scoring API (bentoml serve, foreground) on the fraudflow home's deployment state."""
-    from fraudflow.deployment import DeploymentState, read_state, write_state
+    from fraudflow.deployment.service_process import SERVICE_DIR, SERVICE_TARGET
     from fraudflow.registry import CHAMPION, aliases
-    from fraudflow.rollout import SERVICE_DIR, SERVICE_TARGET
+    from fraudflow.serving.state import DeploymentState, read_state, write_state
     from fraudflow.settings import repo_root
 
     settings = get_settings()
@@ -242,7 +242,7 @@ def explain(request_id, as_json) -> None:
     """Trace a logged prediction to its model, training run, data partitions and validations."""
     import json
 
-    from fraudflow.explain import explain_request
+    from fraudflow.monitoring.explain import explain_request
 
     try:
         lineage = explain_request(get_settings(), request_id)

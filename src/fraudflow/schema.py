@@ -12,6 +12,12 @@ import datetime as dt
 import pandas as pd
 import pyarrow as pa
 
+# A transaction's label (TX_FRAUD) is known only this many days after it happened (the
+# handbook's delay for investigations to conclude). Terminal risk features, training windows and
+# the matured-performance check all honour it; it is part of the feature definition, so a
+# change means a new feature service version, not a setting.
+LABEL_DELAY_DAYS = 7
+
 RAW_COLUMNS: tuple[str, ...] = (
     "TRANSACTION_ID",
     "TX_DATETIME",

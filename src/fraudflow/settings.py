@@ -68,7 +68,6 @@ class Settings(BaseSettings):
     # Training
     train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed
     train_days: int = Field(7, ge=1)
-    delay_days: int = Field(7, ge=0)
     test_days: int = Field(7, ge=1)
     gate_min_average_precision: float = Field(0.50, ge=0, le=1)
     gate_min_auc_roc: float = Field(0.80, ge=0, le=1)
@@ -85,7 +84,7 @@ class Settings(BaseSettings):
     api_token: str | None = None  # bearer token the scoring API requires (and the rollout replays send)
 
     # Monitoring (monitor_drift) and alerts
-    monitor_window_days: int = Field(7, ge=1)  # drift window; performance uses the same length, delay_days older
+    monitor_window_days: int = Field(7, ge=1)  # drift window; performance uses the same length, label delay older
     drift_amount_method: str = "wasserstein"  # Evidently stattest for amount columns (normed Wasserstein)
     drift_method: str = "psi"  # counts, terminal risk ratios and 0/1 flags
     prediction_drift_method: str = "psi"

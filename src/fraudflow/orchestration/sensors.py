@@ -23,13 +23,13 @@ class LandingFileSensor(BaseSensorOperator):
         self.day = day
 
     def _folder(self):
-        from fraudflow.landing import landing_folder
+        from fraudflow.ingestion.landing import landing_folder
         from fraudflow.settings import get_settings
 
         return landing_folder(get_settings(), dt.date.fromisoformat(self.day))
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        from fraudflow.landing import find_landing_file
+        from fraudflow.ingestion.landing import find_landing_file
         from fraudflow.settings import get_settings
 
         found = find_landing_file(get_settings(), dt.date.fromisoformat(self.day))

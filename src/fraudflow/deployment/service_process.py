@@ -1,0 +1,107 @@
+"""The scoring service as a process: start ``bentoml serve`` on a free port, wait until it is
+healthy, stop it, and find the one the fraudflow home already runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fraudflow.registry import CHAMPION, aliases
+from fraudflow.serving.state import DeploymentState, read_state, write_state
+from fraudflow.settings import Settings, repo_root
+
+SERVICE_DIR = "services/fraud_scoring"
+
+
+SERVICE_TARGET = "service:FraudScoring"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServingProcess:
+    """A real ``bentoml serve`` of the scoring service on loopback, in its own process group."""
+
+    def __init__(self, settings: Settings, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = settings.root / "logs" / f"bentoml-serve-{self.port}.log"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> ServingProcess:
+        import httpx
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "FRAUDFLOW_HOME": str(self.settings.root),
+            "BENTOML_HOME": str(self.settings.bentoml_home),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            **self.extra_env,
+        }
+        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=repo_root() / SERVICE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"bentoml serve not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+
+def ensure_service(settings: Settings) -> str:
+    """The URL of a live scoring service: ``serving_url`` if it answers, else (autostart) a new
+    detached ``bentoml serve`` on that port, left running to serve the outcome. Empty when there
+    is no champion yet (a first deployment needs no traffic to compare)."""
+    from urllib.parse import urlparse
+
+    import httpx
+
+    if not (read_state(settings).champion or aliases(settings).get(CHAMPION)):
+        return ""
+    try:
+        if httpx.get(f"{settings.serving_url}/readyz", timeout=2).status_code == 200:
+            return settings.serving_url
+    except httpx.HTTPError:
+        pass
+    if not settings.serving_autostart:
+        raise ConnectionError(f"no scoring service at {settings.serving_url} (FRAUDFLOW_SERVING_AUTOSTART is off)")
+    if read_state(settings).champion is None and aliases(settings).get(CHAMPION):
+        write_state(settings, DeploymentState(champion=aliases(settings)[CHAMPION], reason="service start"))
+    process = ServingProcess(settings, port=urlparse(settings.serving_url).port).start()
+    (settings.serving_dir / "service.pid").write_text(str(process.proc.pid))
+    return process.url

@@ -1,0 +1,175 @@
+"""Feast as fraudflow uses it: apply the repo, materialize online, build training sets, look up.
+
+Training sets come from ``get_historical_features`` with the feature service
+``fraud_detection_v1`` (point-in-time join on each transaction's timestamp), and serving
+reads the same service from the online store, so the model's inputs have one definition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from fraudflow.features.compute import LOOKBACK_DAYS, MODEL_INPUTS
+from fraudflow.lineage import record_lineage
+from fraudflow.settings import Settings, repo_root
+
+FEATURE_SERVICE = "fraud_detection_v1"
+ENTITY_COLUMNS = ["CUSTOMER_ID", "TERMINAL_ID"]
+REQUEST_COLUMNS = ["tx_amount", "tx_datetime"]
+
+
+class Materialization(BaseModel):
+    start: dt.datetime | None
+    end: dt.datetime
+    mode: str
+    seconds: float
+
+
+def feature_repo_path() -> Path:
+    return repo_root() / "feature_repo"
+
+
+def repo_config(settings: Settings):
+    """The store's configuration when it differs from ``feature_store.yaml`` (local profile,
+    SQLite): production puts the registry on PostgreSQL (SQL registry), and either profile can
+    put the online store on Redis (``FRAUDFLOW_FEAST_ONLINE_STORE=redis``, db 1 of
+    ``FRAUDFLOW_REDIS_URL``). The offline store stays DuckDB over the (shared) lake."""
+    from urllib.parse import urlsplit
+
+    from feast.repo_config import RepoConfig
+
+    if settings.profile == "production":
+        registry: dict[str, Any] | str = {
+            "registry_type": "sql",
+            "path": settings.postgres_database("feast", "postgresql+psycopg2"),
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        }
+    else:
+        registry = str(settings.feast_dir / "registry.db")
+    if settings.online_store == "redis":
+        redis = urlsplit(settings.redis_database(1))
+        online = {"type": "redis", "connection_string": f"{redis.hostname}:{redis.port or 6379},db=1"}
+    else:
+        online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
+    return RepoConfig(
+        project="fraudflow",
+        provider="local",
+        registry=registry,
+        online_store=online,
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=feature_repo_path(),
+    )
+
+
+def open_store(settings: Settings):
+    """A FeatureStore on ``feature_repo/``: as ``feature_store.yaml`` says (local profile:
+    registry and SQLite online store in the home), or as :func:`repo_config` builds it."""
+    from feast import FeatureStore
+
+    os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # expanded by Feast in feature_store.yaml
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    if settings.profile == "production" or settings.online_store == "redis":
+        return FeatureStore(repo_path=str(feature_repo_path()), config=repo_config(settings))
+    return FeatureStore(repo_path=str(feature_repo_path()))
+
+
+def _repo_objects() -> list[Any]:
+    from feast import Entity, FeatureService, FeatureView, FileSource, RequestSource
+    from feast.on_demand_feature_view import OnDemandFeatureView
+
+    kinds = (Entity, FeatureService, FeatureView, FileSource, RequestSource, OnDemandFeatureView)
+    objects = []
+    for path in sorted(feature_repo_path().glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"fraudflow_feature_repo_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        objects += [v for v in vars(module).values() if isinstance(v, kinds)]
+    return objects
+
+
+def apply_feature_repo(settings: Settings) -> list[str]:
+    """Register the repo's definitions (``feast apply``, from Python); returns their names."""
+    store = open_store(settings)
+    objects = _repo_objects()
+    store.apply(objects)
+    return sorted(getattr(o, "name", str(o)) for o in objects)
+
+
+def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | None = None) -> Materialization:
+    """Load the latest feature values up to ``end`` into the online store.
+
+    Feast's ``materialize_incremental`` starts a view's first run at ``now - ttl``, which skips
+    any history older than the TTL (all of the simulated 2018 data). The first run is therefore
+    an explicit ``materialize`` over the longest lookback; later runs are incremental.
+    """
+    started = time.perf_counter()
+    store = open_store(settings)
+    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    views = store.list_feature_views()
+    if views and all(v.materialization_intervals for v in views):
+        store.materialize_incremental(end_date=end)
+        start, mode = None, "incremental"
+    else:
+        start, mode = end - dt.timedelta(days=LOOKBACK_DAYS + 1), "initial"
+        store.materialize(start_date=start, end_date=end)
+    record_lineage(
+        settings,
+        stage="materialize_online",
+        run_id=run_id,
+        read={"feature_views": [v.name for v in views], "until": end.isoformat()},
+        wrote={"online_store": settings.online_store, "mode": mode},
+    )
+    return Materialization(start=start, end=end, mode=mode, seconds=round(time.perf_counter() - started, 3))
+
+
+def entity_frame(transactions: pd.DataFrame) -> pd.DataFrame:
+    """The entity dataframe for a point-in-time join: entities, event time, request fields,
+    and pass-through columns (label, scenario, ids) for evaluation."""
+    when = pd.to_datetime(transactions["TX_DATETIME"]).dt.tz_localize("UTC")
+    frame = transactions[
+        ["TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO"]
+    ].copy()
+    frame["event_timestamp"] = when
+    frame["tx_amount"] = transactions["TX_AMOUNT"].astype("float64")
+    frame["tx_datetime"] = when
+    return frame.reset_index(drop=True)
+
+
+def historical_features(settings: Settings, transactions: pd.DataFrame) -> pd.DataFrame:
+    """The 15 model inputs for each transaction, from Feast's offline store (point in time).
+
+    Rows come back sorted by TRANSACTION_ID, with the pass-through columns of ``entity_frame``.
+    Missing window rows (no history at all) are filled with 0, the handbook's empty window.
+    """
+    store = open_store(settings)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    joined = store.get_historical_features(entity_df=entity_frame(transactions), features=service).to_df()
+    joined[MODEL_INPUTS] = joined[MODEL_INPUTS].fillna(0)
+    return joined.sort_values("TRANSACTION_ID", kind="stable").reset_index(drop=True)
+
+
+def online_features(store, requests: list[dict[str, Any]]) -> pd.DataFrame:
+    """Model inputs for live requests (dicts with CUSTOMER_ID, TERMINAL_ID, tx_amount,
+    tx_datetime) from the online store; entities unknown to it come back as NaN."""
+    service = store.get_feature_service(FEATURE_SERVICE)
+    rows = [
+        {
+            "CUSTOMER_ID": str(r["CUSTOMER_ID"]),
+            "TERMINAL_ID": str(r["TERMINAL_ID"]),
+            "tx_amount": float(r["tx_amount"]),
+            "tx_datetime": pd.Timestamp(r["tx_datetime"]),
+        }
+        for r in requests
+    ]
+    result = store.get_online_features(features=service, entity_rows=rows).to_df()
+    return result

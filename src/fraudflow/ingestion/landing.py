@@ -1,0 +1,109 @@
+"""The landing zone: where source systems (or users) drop one file per day, parquet or CSV.
+
+Ingestion never reads a landing file twice: it snapshots the bytes into staging first, so
+validation and the published partition both come from the same checksummed copy even if
+someone rewrites the landing file mid-run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel
+
+from fraudflow.layout import partition_dir
+from fraudflow.settings import Settings
+
+LANDING_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
+
+
+class LandingError(RuntimeError):
+    """The landing folder of a day is missing, empty, or ambiguous."""
+
+
+class BatchParseError(ValueError):
+    """A landing file is not a readable table (truncated, empty, wrong delimiter, ...)."""
+
+
+class StagedBatch(BaseModel):
+    day: dt.date
+    source_file: str
+    staged_file: str
+    format: Literal["parquet", "csv"]
+    sha256: str
+    size_bytes: int
+    rows: int
+
+
+def landing_folder(settings: Settings, day: dt.date) -> Path:
+    return partition_dir(settings.landing_dir, day)
+
+
+def find_landing_file(settings: Settings, day: dt.date) -> Path | None:
+    """The day's landing file, or None while it has not arrived.
+
+    Raises:
+        LandingError: more than one candidate file (which one is the day would be a guess).
+    """
+    folder = landing_folder(settings, day)
+    if not folder.is_dir():
+        return None
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in LANDING_SUFFIXES
+    )
+    if len(files) > 1:
+        raise LandingError(f"{len(files)} landing files for {day} in {folder}: {[f.name for f in files]}; keep one")
+    return files[0] if files else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_batch(path: Path) -> pd.DataFrame:
+    """Parse a landing file as it is (no type coercion: validation judges the raw types)."""
+    fmt = LANDING_SUFFIXES.get(path.suffix)
+    try:
+        if path.stat().st_size == 0:
+            raise BatchParseError(f"{path.name} is empty (0 bytes)")
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt == "csv":
+            return _with_parsed_timestamps(pd.read_csv(path))
+    except BatchParseError:
+        raise
+    except Exception as exc:  # pyarrow/pandas raise a dozen types for unreadable bytes
+        raise BatchParseError(f"cannot parse {path.name} as {fmt}: {type(exc).__name__}: {exc}") from exc
+    raise BatchParseError(f"{path.name}: unsupported file type {path.suffix!r} (use .parquet or .csv)")
+
+
+def _with_parsed_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
+    """CSV has no timestamp type: parse TX_DATETIME text (ISO 8601). Text that is not a time
+    becomes null, which the not-null expectation then reports by column."""
+    if "TX_DATETIME" in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame["TX_DATETIME"]):
+        frame["TX_DATETIME"] = pd.to_datetime(frame["TX_DATETIME"], errors="coerce", format="ISO8601")
+    return frame
+
+
+def safe_run_id(run_id: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id or "adhoc")
+
+
+def discard_staging(staged: StagedBatch) -> None:
+    """Remove a run's staged snapshot (and the run's staging folder once it is empty)."""
+    day_dir = Path(staged.staged_file).parent
+    shutil.rmtree(day_dir, ignore_errors=True)
+    try:
+        day_dir.parent.rmdir()
+    except OSError:
+        pass  # other days of the same run are still staged

@@ -1,0 +1,217 @@
+"""The scoring core behind the BentoML service, importable without BentoML.
+
+Three pieces, each usable in-process (tests, batch jobs, notebooks) with the same results
+as the HTTP service:
+
+- ``Transaction`` / ``ScoreResponse``: the request and response models (pydantic).
+- ``Scorer``: one registered model version (champion or challenger), its family's loader and
+  its F1 threshold (version tag ``fraudflow.threshold``).
+- ``FeatureLookup``: the 12 entity features from Feast's online store plus the 3 request-time
+  inputs from :func:`fraudflow.features.request_time_features` (the code training used).
+
+Degraded mode: an entity the online store does not know (or whose row is null) gets the
+defaults below and ``degraded=True``; if the online store itself fails, every row gets the
+defaults and the reason ``feature store unavailable: <error class>``. A lookup never raises.
+
+Defaults: window counts 0, terminal risks 0, customer average amounts = the transaction's
+own amount.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+from fraudflow import tags
+from fraudflow.features.compute import CUSTOMER_FEATURES, MODEL_INPUTS, TERMINAL_FEATURES, request_time_arrays
+from fraudflow.settings import Settings, get_settings
+
+DEFAULT_MODEL_URI = "models:/fraud-detector@champion"
+MIN_YEAR, MAX_YEAR = 2000, 2100
+ENTITY_FEATURES = CUSTOMER_FEATURES + TERMINAL_FEATURES
+UNKNOWN_CUSTOMER, UNKNOWN_TERMINAL = "unknown customer", "unknown terminal"
+REOPEN_SECONDS = 5.0  # how often a failed feature store is re-opened at most
+
+_Id = StrictInt | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class Transaction(BaseModel):
+    """One card transaction to score; ids may be integers or non-empty strings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: _Id
+    tx_datetime: dt.datetime = Field(description="Naive times are UTC; aware times are converted to UTC.")
+    customer_id: _Id
+    terminal_id: _Id
+    tx_amount: float = Field(ge=0, allow_inf_nan=False, description="At most the amount_ceiling setting.")
+
+    @field_validator("tx_amount")
+    @classmethod
+    def _below_ceiling(cls, value: float) -> float:
+        # The ceiling is a setting: read when a request is validated, never at import.
+        ceiling = get_settings().amount_ceiling
+        if value > ceiling:
+            raise ValueError(f"tx_amount must be at most {ceiling:g} (amount_ceiling), got {value:g}")
+        return value
+
+    @field_validator("tx_datetime")
+    @classmethod
+    def _plausible_time(cls, value: dt.datetime) -> dt.datetime:
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"tx_datetime must be between years {MIN_YEAR} and {MAX_YEAR}, got {value.year}")
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+
+
+class ScoreResponse(BaseModel):
+    transaction_id: int | str
+    fraud_probability: float
+    is_fraud: bool
+    model_name: str
+    model_version: str
+    served_by: Literal["champion", "challenger"]
+    request_id: str
+    degraded: bool
+    degraded_reason: str | None = None
+
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class Scorer:
+    """One registered model version, loaded once; ``predict`` returns fraud probabilities.
+
+    ``model_uri`` is ``models:/<name>@<alias>`` or ``models:/<name>/<version>``. An alias is
+    resolved to its version first and that version is loaded, so a concurrent alias move cannot
+    make the loaded model and the reported version disagree.
+    """
+
+    def __init__(self, model_uri: str = DEFAULT_MODEL_URI, settings: Settings | None = None) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        from fraudflow.models.candidates import load_candidate_model
+
+        settings = settings or get_settings()
+        match = _MODEL_URI.match(model_uri)
+        if match is None:
+            raise ValueError(f"model URI must be models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        client = MlflowClient(settings.mlflow_tracking_uri)
+        name = match["name"]
+        if match["alias"]:
+            mv = client.get_model_version_by_alias(name, match["alias"])
+        else:
+            mv = client.get_model_version(name, match["version"])
+        self.model_uri = model_uri
+        self.model_name, self.version = name, str(mv.version)
+        self.tags = dict(mv.tags or {})
+        self.threshold = float(self.tags.get(tags.THRESHOLD, 0.5))
+        self.spec, self.model = load_candidate_model(f"models:/{name}/{self.version}")
+        self._booster = None
+        if self.spec.flavor == "xgboost":
+            # A loaded XGBClassifier forgets n_jobs and starts every predict on all OpenMP
+            # threads: 4.5 ms for one row on 2 cores against 1.0 ms single-threaded.
+            self.model.set_params(n_jobs=1)
+            booster = self.model.get_booster()
+            if list(booster.feature_names or MODEL_INPUTS) == MODEL_INPUTS:
+                booster.set_param({"nthread": 1})
+                self._booster = booster
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Fraud probabilities (float64, one per row) for a frame of exactly ``MODEL_INPUTS``.
+
+        XGBoost goes straight to ``Booster.inplace_predict`` on a float32 array (the same
+        numbers as ``predict_proba``, without its ~0.8 ms of pandas conversion per call).
+        """
+        if self._booster is not None and list(features.columns) == MODEL_INPUTS:
+            array = np.ascontiguousarray(features.to_numpy(dtype=np.float32))
+            return self._booster.inplace_predict(array, validate_features=False).astype(np.float64)
+        return self.spec.predict_proba(self.model, features)
+
+
+class FeatureLookup:
+    """Model inputs for transactions: Feast online features + request-time features."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store: Any = None
+        self.refs: list[str] = []
+        self.error: str | None = None
+        self._opened_at = 0.0
+        self._open()
+
+    def _open(self) -> None:
+        """Open the store and read the feature service's view:feature refs (loads the registry)."""
+        from fraudflow.features.store import FEATURE_SERVICE, open_store
+
+        self._opened_at = time.monotonic()
+        try:
+            store = open_store(self.settings)
+            service = store.get_feature_service(FEATURE_SERVICE)
+            refs = {
+                f.name: f"{p.name_to_use()}:{f.name}"
+                for p in service.feature_view_projections
+                for f in p.features
+                if f.name in ENTITY_FEATURES
+            }
+            if missing := [f for f in ENTITY_FEATURES if f not in refs]:
+                raise LookupError(f"feature service {FEATURE_SERVICE} lacks {missing}")
+        except Exception as exc:  # reported as degraded, never raised
+            self.store, self.error = None, f"feature store unavailable: {type(exc).__name__}"
+            return
+        self.store, self.refs, self.error = store, [refs[f] for f in ENTITY_FEATURES], None
+
+    @property
+    def ready(self) -> bool:
+        return self.store is not None
+
+    def probe(self) -> bool:
+        """True when the online store answers a read (used by health checks)."""
+        return self._online(["-"], ["-"]) is not None
+
+    def _online(self, customers: list[str], terminals: list[str]) -> dict[str, list] | None:
+        if self.store is None and time.monotonic() - self._opened_at >= REOPEN_SECONDS:
+            self._open()
+        if self.store is None:
+            return None
+        rows = [{"CUSTOMER_ID": c, "TERMINAL_ID": t} for c, t in zip(customers, terminals, strict=True)]
+        try:
+            return self.store.get_online_features(features=self.refs, entity_rows=rows).to_dict()
+        except Exception as exc:  # reported as degraded, never raised
+            self.error = f"feature store unavailable: {type(exc).__name__}"
+            return None
+
+    def lookup(self, transactions: Sequence[Transaction]) -> tuple[pd.DataFrame, np.ndarray, list[str | None]]:
+        """``(X, degraded, reasons)``: X holds ``MODEL_INPUTS`` in order, one row per transaction."""
+        n = len(transactions)
+        amounts = np.fromiter((t.tx_amount for t in transactions), dtype=np.float64, count=n)
+        when = np.array([np.datetime64(t.tx_datetime.replace(tzinfo=None), "us") for t in transactions])
+        columns: dict[str, np.ndarray] = request_time_arrays(amounts, when)
+        data = self._online([str(t.customer_id) for t in transactions], [str(t.terminal_id) for t in transactions])
+        nan = np.full(n, np.nan)
+        values = {f: nan if data is None else np.array(data[f], dtype=np.float64) for f in ENTITY_FEATURES}
+        unknown_customer = np.isnan(np.column_stack([values[f] for f in CUSTOMER_FEATURES])).any(axis=1)
+        unknown_terminal = np.isnan(np.column_stack([values[f] for f in TERMINAL_FEATURES])).any(axis=1)
+        for f in ENTITY_FEATURES:
+            default = amounts if "_AVG_AMOUNT_" in f else 0.0
+            columns[f] = np.where(np.isnan(values[f]), default, values[f])
+        features = pd.DataFrame({c: columns[c] for c in MODEL_INPUTS})
+        degraded = unknown_customer | unknown_terminal
+        if data is None:
+            reasons: list[str | None] = [self.error] * n
+        else:
+            reasons = [None] * n
+            for i in np.flatnonzero(degraded):
+                parts = [UNKNOWN_CUSTOMER] * bool(unknown_customer[i]) + [UNKNOWN_TERMINAL] * bool(unknown_terminal[i])
+                reasons[i] = "; ".join(parts)
+        return features, degraded, reasons
