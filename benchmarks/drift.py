@@ -35,7 +35,7 @@ def build_home(settings, customers: int) -> None:
     from fraudflow.features.store import apply_feature_repo, materialize_online
     from fraudflow.orchestration.runtime import as_logical_date
     from fraudflow.schema import normalise_transactions
-    from fraudflow.training.gate import judge_candidates
+    from fraudflow.training.judge import judge_candidates
     from fraudflow.training.register import register_best
     from fraudflow.training.train import train_candidate
     from fraudflow.training.training_set import build_training_set

@@ -5,21 +5,28 @@ Runs when `train_model` registers a challenger (Asset `fraudflow_model_challenge
 hand. Stages the challenger through the live scoring service, judging each stage from the
 prediction log; every decision also goes to `serving/decisions.jsonl`.
 
-1. **build_bento**: imports the version from the MLflow registry into the BentoML model store
+1. **open_rollout** (setup): finishes whatever a crashed rollout left (journaled alias moves,
+   a shadow/canary nobody drives), pins the version to stage (the `challenger` now) and the
+   deployment-state revision every later step must still find, starts the service if none
+   answers at `FRAUDFLOW_SERVING_URL`.
+2. **build_bento**: imports the version from the MLflow registry into the BentoML model store
    and builds a versioned Bento (model version in its labels); recorded on the version.
-2. **scoring_service**: the service at `FRAUDFLOW_SERVING_URL`, started if none answers.
 3. **shadow**: the challenger scores every request beside the champion (only the champion's
    answer is returned); replayed traffic; checks: error rate, p99 latency, score PSI,
    decision agreement.
 4. **canary**: a sticky share of customers is answered by the challenger; checks: error
-   rate, p99 latency, score PSI against the champion's answers.
-5. **decide** -> **promote** (`champion` alias moves, old one becomes `previous`) or
-   **rollback** (champion alone again; the challenger loses its alias, keeps the reason).
+   rate (a challenger failure the champion covered still counts), p99 latency, score PSI.
+5. **decide** -> **promote** (`champion` alias moves to the staged version, old one becomes
+   `previous`) or **rollback** (champion alone again; the version keeps the reason). Both act
+   only on the pinned version and only if the state is still at the stage's revision (a
+   manual `fraudflow rollback` meanwhile is never overwritten).
+6. **close_rollout** (teardown, runs whatever failed): a service still in shadow or canary
+   returns to the champion alone, with the reason in the decision log.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, setup, task, teardown
 
 from fraudflow.orchestration.assets import MODEL_CHALLENGER
 from fraudflow.orchestration.dag_defaults import default_args, start_date
@@ -38,62 +45,80 @@ SETTINGS = get_settings()
         "shadow_requests": Param(SETTINGS.shadow_requests, type="integer", minimum=1),
         "canary_requests": Param(SETTINGS.canary_requests, type="integer", minimum=1),
         "canary_share": Param(SETTINGS.canary_share, type="number", minimum=0.01, maximum=1),
-        "drill": Param({}, type="object", description='rehearse a bad challenger: {"challenger_delay_ms": 80}'),
+        "drill": Param(
+            {},
+            type="object",
+            description='rehearse a bad challenger: {"stage": "canary", "challenger_delay_ms": 80}; '
+            "also challenger_score_shift, challenger_fail_every",
+        ),
         "build_bento": Param(True, type="boolean"),
     },
     tags=["fraudflow", "deployment", "bentoml"],
     doc_md=__doc__,
 )
 def deploy_model():
-    @task
-    def build_bento(params: dict | None = None) -> dict:
+    @setup
+    def open_rollout() -> dict:
+        from fraudflow.deployment.reconcile import reconcile_serving
+        from fraudflow.deployment.service_process import ensure_service
         from fraudflow.registry import CHALLENGER, version_by_alias
+        from fraudflow.serving.state import read_state
         from fraudflow.settings import get_settings
 
         settings = get_settings()
+        repair = reconcile_serving(settings)  # max_active_runs=1: no other rollout is running
         challenger = version_by_alias(settings, CHALLENGER)
         if challenger is None:
             raise ValueError("no fraud-detector version has the alias 'challenger': nothing to deploy")
-        if not params["build_bento"]:
-            return {"version": challenger.version, "bento": None}
-        from fraudflow.deployment.bento import build_model_bento
-
-        return {"version": challenger.version, "bento": build_model_bento(settings, challenger.version)}
+        url = ensure_service(settings)
+        return {
+            "version": challenger.version,
+            "url": url,
+            "revision": read_state(settings).revision,
+            "repaired": repair.reasons,
+        }
 
     @task
-    def scoring_service() -> str:
-        from fraudflow.deployment.service_process import ensure_service
+    def build_bento(rollout: dict, params: dict | None = None) -> str | None:
+        from fraudflow.deployment.bento import build_model_bento
         from fraudflow.settings import get_settings
 
-        return ensure_service(get_settings())
+        return build_model_bento(get_settings(), rollout["version"]) if params["build_bento"] else None
 
     @task
-    def shadow(build: dict, url: str, params: dict | None = None) -> dict:
+    def shadow(rollout: dict, bento: str | None, params: dict | None = None) -> dict:
         from fraudflow.deployment.controller import run_stage
         from fraudflow.settings import get_settings
 
         return run_stage(
             get_settings(),
-            url,
+            rollout["url"],
             stage="shadow",
-            challenger=build["version"],
+            challenger=rollout["version"],
             requests=params["shadow_requests"],
+            expected_revision=rollout["revision"],
             drill=params["drill"],
         )
 
     @task
-    def canary(build: dict, url: str, shadow_decision: dict, params: dict | None = None) -> dict:
+    def canary(rollout: dict, shadow_decision: dict, params: dict | None = None) -> dict:
         from fraudflow.deployment.controller import run_stage
         from fraudflow.settings import get_settings
 
         if not shadow_decision["check"]["passed"]:
-            return {"stage": "canary", "skipped": True, "check": {"passed": False, "reason": "shadow failed"}}
+            return {
+                "stage": "canary",
+                "skipped": True,
+                "revision": shadow_decision["revision"],
+                "check": {"passed": False, "reason": "shadow failed"},
+            }
         return run_stage(
             get_settings(),
-            url,
+            rollout["url"],
             stage="canary",
-            challenger=build["version"],
+            challenger=rollout["version"],
             requests=params["canary_requests"],
+            expected_revision=shadow_decision["revision"],
             canary_share=params["canary_share"],
             drill=params["drill"],
         )
@@ -108,26 +133,56 @@ def deploy_model():
         return "promote" if shadow_decision["check"]["passed"] and canary_decision["check"]["passed"] else "rollback"
 
     @task
-    def promote(url: str) -> dict:
+    def promote(rollout: dict, canary_decision: dict) -> dict:
         from fraudflow.deployment.controller import promote as promote_version
+        from fraudflow.orchestration.failures import fail_without_retry
+        from fraudflow.serving.state import StaleDeploymentState
         from fraudflow.settings import get_settings
 
-        return promote_version(get_settings(), url)
+        with fail_without_retry(StaleDeploymentState):
+            return promote_version(
+                get_settings(),
+                rollout["url"],
+                version=rollout["version"],
+                expected_revision=canary_decision["revision"],
+            )
 
     @task
-    def rollback(url: str, shadow_decision: dict, canary_decision: dict) -> dict:
+    def rollback(rollout: dict, shadow_decision: dict, canary_decision: dict) -> dict:
         from fraudflow.deployment.controller import reject_challenger
+        from fraudflow.orchestration.failures import fail_without_retry
+        from fraudflow.serving.state import StaleDeploymentState
         from fraudflow.settings import get_settings
 
         failed = [d for d in (shadow_decision, canary_decision) if not d["check"]["passed"]]
         reason = "; ".join(f"{d['stage']}: {d['check']['reason']}" for d in failed)
-        return reject_challenger(get_settings(), reason, url)
+        with fail_without_retry(StaleDeploymentState):
+            return reject_challenger(
+                get_settings(),
+                reason,
+                rollout["url"],
+                version=rollout["version"],
+                expected_revision=canary_decision["revision"],
+            )
 
-    build = build_bento()
-    url = scoring_service()
-    shadow_decision = shadow(build, url)
-    canary_decision = canary(build, url, shadow_decision)
-    decide(shadow_decision, canary_decision) >> [promote(url), rollback(url, shadow_decision, canary_decision)]
+    @teardown
+    def close_rollout(rollout: dict, run_id: str | None = None) -> dict:
+        import logging
+
+        from fraudflow.deployment.reconcile import return_to_champion
+        from fraudflow.settings import get_settings
+
+        repair = return_to_champion(get_settings(), why=f"deploy_model run {run_id} ended before promote or rollback")
+        for reason in repair.reasons:
+            logging.getLogger("fraudflow.rollout").warning("%s", reason)
+        return repair.model_dump()
+
+    rollout = open_rollout()
+    shadow_decision = shadow(rollout, build_bento(rollout))
+    canary_decision = canary(rollout, shadow_decision)
+    ends = [promote(rollout, canary_decision), rollback(rollout, shadow_decision, canary_decision)]
+    decide(shadow_decision, canary_decision) >> ends
+    ends >> close_rollout(rollout)
 
 
 deploy_model()

@@ -114,7 +114,7 @@ def train_model():
     @task
     def evaluate_gate(training_set: dict, candidates: list[dict], run_id: str | None = None) -> dict:
         from fraudflow.settings import get_settings
-        from fraudflow.training.gate import judge_candidates
+        from fraudflow.training.judge import judge_candidates
         from fraudflow.training.train import CandidateRun
         from fraudflow.training.training_set import TrainingSet
 
@@ -137,10 +137,32 @@ def train_model():
             log.warning("GATE FAILED, nothing registered: %s (report %s)", decision["reason"], decision["report_path"])
         return decision["passed"]
 
-    @task(outlets=[MODEL_CHALLENGER])
-    def register_challenger(decision: dict, training_set: dict, params: dict | None = None, run_id=None) -> dict:
+    @task
+    def refit_challenger(decision: dict, training_set: dict, run_id: str | None = None) -> dict | None:
+        """The gated candidate refit on the freshest labelled days (FRAUDFLOW_REFIT_ON_FRESHEST_LABELS)."""
         from fraudflow.settings import get_settings
-        from fraudflow.training.gate import GateDecision
+        from fraudflow.training.refit import refit_candidate
+        from fraudflow.training.train import CandidateRun
+        from fraudflow.training.training_set import TrainingSet
+
+        settings = get_settings()
+        if not settings.refit_on_freshest_labels:
+            return None
+        refit = refit_candidate(
+            settings,
+            judged=CandidateRun.model_validate(decision["best"]),
+            training_set=TrainingSet.model_validate(training_set),
+            run_id=run_id,
+        )
+        return refit.model_dump(mode="json")
+
+    @task(outlets=[MODEL_CHALLENGER])
+    def register_challenger(
+        decision: dict, training_set: dict, refit: dict | None, params: dict | None = None, run_id=None
+    ) -> dict:
+        from fraudflow.settings import get_settings
+        from fraudflow.training.judge import GateDecision
+        from fraudflow.training.refit import Refit
         from fraudflow.training.register import register_best
         from fraudflow.training.training_set import TrainingSet
 
@@ -150,13 +172,16 @@ def train_model():
             training_set=TrainingSet.model_validate(training_set),
             run_id=run_id,
             reason=params["reason"],
+            refit=Refit.model_validate(refit) if refit else None,
         )
         return version.model_dump(mode="json")
 
     training_set = validate_training_set(build_training_set())
     candidates = train_candidate.partial(training_set=training_set).expand(candidate=candidate_families())
     decision = evaluate_gate(training_set, candidates)
-    gate_passed(decision) >> register_challenger(decision, training_set)
+    refit = refit_challenger(decision, training_set)
+    gate_passed(decision) >> refit
+    register_challenger(decision, training_set, refit)
 
 
 train_model()

@@ -7,6 +7,11 @@ Every 5 minutes (`FRAUDFLOW_SERVING_WATCH_SCHEDULE`): probes the scoring service
 of the requests answered since the previous check failed (4xx/5xx). Alerts go to the task
 log, `monitoring/alerts.jsonl` and the optional webhook `FRAUDFLOW_ALERT_WEBHOOK_URL`.
 The task itself succeeds: an outage is reported by the alert, not by a red task.
+
+**reconcile_rollout**: when no `deploy_model` run is queued or running, a service left in
+shadow or canary (a killed controller), half-done alias moves (a crash between two registry
+calls) or a state behind the registry's `champion` are repaired, the service returns to the
+champion alone, and an **immediate** alert says what was repaired and why.
 """
 
 from __future__ import annotations
@@ -40,7 +45,24 @@ def watch_serving():
         sent = [send_alert(settings, a).model_dump(mode="json") for a in alerts]
         return {"health": health.model_dump(), "alerts": sent}
 
+    @task
+    def reconcile_rollout(ti=None) -> dict:
+        from fraudflow.deployment.reconcile import reconcile_serving
+        from fraudflow.monitoring.alerts import Alert, Tier, send_alert
+        from fraudflow.settings import get_settings
+
+        active = ti.get_dr_count(dag_id="deploy_model", states=["queued", "running"])
+        if active:
+            return {"skipped": f"{active} deploy_model run(s) queued or running"}
+        settings = get_settings()
+        repair = reconcile_serving(settings)
+        if repair.changed:
+            summary = "deployment repaired: " + "; ".join(repair.reasons)
+            send_alert(settings, Alert(tier=Tier.immediate, check="rollout_reconciled", summary=summary))
+        return repair.model_dump()
+
     check_service()
+    reconcile_rollout()
 
 
 watch_serving()

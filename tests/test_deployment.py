@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +18,11 @@ from click.testing import CliRunner
 
 from fraudflow import registry, tags
 from fraudflow.cli import main
-from fraudflow.deployment.controller import replay_sample
+from fraudflow.deployment.controller import promote, replay_sample, run_stage
 from fraudflow.deployment.service_process import ServingProcess
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
 from fraudflow.serving.prediction_log import read_predictions
-from fraudflow.serving.state import DeploymentState, read_state, write_state
+from fraudflow.serving.state import DeploymentState, StaleDeploymentState, read_state, write_state
 from tests.helpers import build_serving_home
 
 pytestmark = pytest.mark.e2e
@@ -197,3 +201,140 @@ def test_clean_stop_flushes_every_answered_request(deployment):
         assert service.stop() is not None
     logged = set(read_predictions(settings.predictions_dir)["request_id"])
     assert set(answered) <= logged
+
+
+# -- a rollout that finishes or undoes itself ------------------------------------------------
+
+
+def _ensure_previous(settings) -> dict[str, str]:
+    """Aliases with a ``previous`` to roll back to (earlier tests leave one; alone, make one)."""
+    if registry.PREVIOUS not in registry.aliases(settings):
+        _register_copy_of_champion(settings)
+        registry.promote_challenger(settings)
+        write_state(settings, DeploymentState(champion=registry.aliases(settings)[registry.CHAMPION], reason="test"))
+    return registry.aliases(settings)
+
+
+def _serves(url: str, body: dict, version: str, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _served_version(url, body) == version:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _fraudflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("fraudflow")), *args]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+
+
+def test_a_manual_rollback_during_a_rollout_is_not_overwritten(deployment):
+    settings, service, bodies = deployment
+    _ensure_previous(settings)
+    version = _register_copy_of_champion(settings)
+    shadow = run_stage(
+        settings,
+        service.url,
+        stage="shadow",
+        challenger=version,
+        requests=250,
+        expected_revision=read_state(settings).revision,
+    )
+    assert shadow["check"]["passed"], shadow["check"]["reason"]
+
+    result = CliRunner().invoke(main, ["rollback"])  # a person, while the rollout waits to promote
+    assert result.exit_code == 0, result.output
+    after_rollback = (registry.aliases(settings), read_state(settings))
+    with pytest.raises(StaleDeploymentState, match="changed during this rollout"):
+        promote(settings, service.url, version=version, expected_revision=shadow["revision"])
+    assert (registry.aliases(settings), read_state(settings)) == after_rollback
+    assert after_rollback[1].reason == "manual rollback (fraudflow rollback)"
+    registry.drop_challenger(settings, version)
+
+
+def test_a_challenger_registered_mid_rollout_is_not_promoted_by_it(deployment):
+    settings, service, bodies = deployment
+    staged = _register_copy_of_champion(settings)
+    shadow = run_stage(
+        settings,
+        service.url,
+        stage="shadow",
+        challenger=staged,
+        requests=250,
+        expected_revision=read_state(settings).revision,
+    )
+    newer = _register_copy_of_champion(settings)  # train_model registers meanwhile
+    assert registry.aliases(settings)[registry.CHALLENGER] == newer
+
+    promote(settings, service.url, version=staged, expected_revision=shadow["revision"])
+    aliases = registry.aliases(settings)
+    assert aliases[registry.CHAMPION] == staged and aliases[registry.CHALLENGER] == newer
+    assert _serves(service.url, bodies[0], staged)
+    registry.drop_challenger(settings, newer)  # it would wait for its own deploy_model run
+
+
+def test_a_crash_between_alias_moves_converges_on_the_next_run(deployment):
+    settings, service, bodies = deployment
+    before = _ensure_previous(settings)
+    killed = _fraudflow("rollback", env={"FRAUDFLOW_FAILPOINT": "between_alias_moves"})
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    half = registry.aliases(settings)
+    assert half[registry.CHAMPION] == half[registry.PREVIOUS]  # the split the journal is there for
+
+    outcome = run_dag(load_dag("watch_serving"), logical_date=None)
+    assert outcome.state == "success", outcome
+    expected = {registry.CHAMPION: before[registry.PREVIOUS], registry.PREVIOUS: before[registry.CHAMPION]}
+    assert registry.aliases(settings) == expected
+    assert read_state(settings).champion == expected[registry.CHAMPION]
+    assert _serves(service.url, bodies[0], expected[registry.CHAMPION])
+
+
+def test_a_failing_canary_returns_the_service_to_the_champion_with_a_reason(deployment, monkeypatch):
+    settings, service, bodies = deployment
+    champion = registry.aliases(settings)[registry.CHAMPION]
+    version = _register_copy_of_champion(settings)
+    monkeypatch.setenv("FRAUDFLOW_FAILPOINT", "canary_started=raise")  # the canary task raises
+    conf = {"shadow_requests": 250, "canary_requests": 300, "build_bento": False}
+    outcome = run_dag(load_dag("deploy_model"), logical_date=as_logical_date(dt.date(2018, 6, 4)), conf=conf)
+    assert outcome.state == "failed" and "canary" in outcome.failed_tasks, outcome
+    state = read_state(settings)
+    assert state.mode == "champion" and state.champion == champion and state.challenger is None
+    assert "ended before promote or rollback" in state.reason and "canary of v" in state.reason
+    assert _decisions(settings)[-1]["stage"] == "reconcile"
+    assert _serves(service.url, bodies[0], champion)
+    registry.drop_challenger(settings, version)
+
+
+def test_a_killed_controller_is_undone_by_watch_serving_with_an_alert(deployment):
+    """kill -9 of the controller mid-canary: no teardown can run in a dead process."""
+    settings, service, bodies = deployment
+    champion = registry.aliases(settings)[registry.CHAMPION]
+    version = _register_copy_of_champion(settings)
+    conf = json.dumps({"shadow_requests": 250, "build_bento": False})
+    killed = _fraudflow("run", "deploy_model", "--conf", conf, env={"FRAUDFLOW_FAILPOINT": "canary_started"})
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert read_state(settings).mode == "canary"  # a share of customers on an unjudged model
+    _fail_orphaned_runs("deploy_model")  # what the scheduler does when a task's process dies
+
+    outcome = run_dag(load_dag("watch_serving"), logical_date=None)
+    assert outcome.state == "success", outcome
+    state = read_state(settings)
+    assert state.mode == "champion" and state.champion == champion
+    assert "no deploy_model run is driving it" in state.reason
+    alerts = [json.loads(line) for line in (settings.root / "monitoring" / "alerts.jsonl").read_text().splitlines()]
+    assert alerts[-1]["check"] == "rollout_reconciled" and alerts[-1]["tier"] == "immediate"
+    assert _serves(service.url, bodies[0], champion)
+    registry.drop_challenger(settings, version)
+
+
+def _fail_orphaned_runs(dag_id: str) -> None:
+    """Mark the runs of a killed ``dag.test()`` process failed, as the scheduler does for runs
+    whose task heartbeats stop (``dag.test`` has no scheduler to notice)."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.state == DagRunState.RUNNING):
+            run.state = DagRunState.FAILED

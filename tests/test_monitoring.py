@@ -42,7 +42,7 @@ def monitored_home(airflow_db, tmp_path_factory):
     from fraudflow.features.compute import build_features
     from fraudflow.features.store import apply_feature_repo, materialize_online
     from fraudflow.settings import get_settings
-    from fraudflow.training.gate import judge_candidates
+    from fraudflow.training.judge import judge_candidates
     from fraudflow.training.register import register_best
     from fraudflow.training.train import train_candidate
     from fraudflow.training.training_set import build_training_set

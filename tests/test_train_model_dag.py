@@ -58,9 +58,12 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2
-    assert {c.data.tags[tags.CANDIDATE] for c in children} == {"xgboost", "mlp"}
-    for child in children:
+    assert len(parents) == 1 and len(children) == 3  # two candidates and the refit of the better one
+    candidates = [c for c in children if tags.REFIT_OF not in c.data.tags]
+    (refit,) = [c for c in children if tags.REFIT_OF in c.data.tags]
+    assert {c.data.tags[tags.CANDIDATE] for c in candidates} == {"xgboost", "mlp"}
+    assert refit.data.tags[tags.REFIT_OF] in {c.info.run_id for c in candidates}
+    for child in candidates:
         assert {"auc_roc", "average_precision", "card_precision_at_100"} <= set(child.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"roc_curve.png", "pr_curve.png"} <= artifacts
@@ -79,6 +82,9 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     challenger = registry.version_by_alias(settings, registry.CHALLENGER)
     assert challenger is not None and challenger.version == "1"
     assert challenger.tags[tags.GATE] == "passed"
+    # The registered model is the refit on the freshest labelled week, not the judged model.
+    assert challenger.run_id == refit.info.run_id and challenger.tags[tags.REFIT_OF] == refit.data.tags[tags.REFIT_OF]
+    assert challenger.tags[tags.REFIT_WINDOW] == refit.data.tags[tags.REFIT_WINDOW]
     assert float(challenger.tags[tags.AVERAGE_PRECISION]) >= 0.3
     from fraudflow.models.candidates import load_candidate_model
 
@@ -88,6 +94,7 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     assert card.exists() and card.with_suffix(".html").exists()
     text = card.read_text()
     assert "handbook: XGBoost, defaults" in text and "Known limits" in text and "fraud_detection_v1" in text
+    assert "Registered model refit" in text
 
     # Promote it (what deploy_model will do), then train a deliberately crippled candidate.
     registry.promote_challenger(settings)

@@ -199,15 +199,23 @@ def quarantine_release(day) -> None:
 @main.command()
 def rollback() -> None:
     """Restore the previous champion (MLflow aliases + the serving state) in one command."""
-    from fraudflow.registry import CHAMPION, rollback_champion
-    from fraudflow.serving.state import DeploymentState, write_state
+    from fraudflow.deployment.decisions import record_decision
+    from fraudflow.registry import CHAMPION, recover_alias_moves, rollback_champion
+    from fraudflow.serving.state import DeploymentState, state_lock, write_state_holding_lock
 
     settings = get_settings()
-    try:
-        moved = rollback_champion(settings)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from exc
-    write_state(settings, DeploymentState(champion=moved[CHAMPION], reason="manual rollback (fraudflow rollback)"))
+    # Under the state lock: a rollout's promote cannot interleave, and finds a newer revision
+    # afterwards, so it stops instead of overwriting this rollback.
+    with state_lock(settings):
+        recover_alias_moves(settings)
+        try:
+            moved = rollback_champion(settings)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+        state = write_state_holding_lock(
+            settings, DeploymentState(champion=moved[CHAMPION], reason="manual rollback (fraudflow rollback)")
+        )
+    record_decision(settings, {"stage": "manual rollback", "aliases": moved, "revision": state.revision})
     console.print(f"champion is now v{moved[CHAMPION]} (aliases: {moved}); services follow the new state")
 
 

@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     gate_min_average_precision: float = Field(0.50, ge=0, le=1)
     gate_min_auc_roc: float = Field(0.80, ge=0, le=1)
     gate_ap_tolerance: float = Field(0.03, ge=0)  # non-inferiority margin vs the champion
-    gate_slice_tolerance: float = Field(0.05, ge=0)
+    refit_on_freshest_labels: bool = True  # register the gated candidate refit on the newest labelled days
+    gate_slice_tolerance: float = Field(0.05, ge=0)  # per slice, CI lower bound of the difference > -this
+    gate_slice_min_frauds: int = Field(100, ge=1)  # smaller slices are reported, not judged
+    gate_bootstrap_resamples: int = Field(1000, ge=100)  # paired card bootstrap, overall and per slice
 
     # Serving and staged rollout
     serving_url: str = "http://127.0.0.1:3000"
@@ -80,6 +83,13 @@ class Settings(BaseSettings):
     shadow_requests: int = Field(400, ge=1)
     canary_requests: int = Field(400, ge=1)
     canary_share: float = Field(0.2, gt=0, le=1)
+    # What shadow and canary judge (fraudflow.deployment.checks); shown in every decision.
+    rollout_max_error_rate: float = Field(0.01, ge=0, le=1)  # challenger failures, covered or not
+    rollout_max_p99_latency_ms: float = Field(50.0, gt=0)
+    rollout_max_offline_psi: float = Field(0.25, gt=0)  # live scores vs the version's own test scores
+    rollout_alert_volume_band: float = Field(1.5, ge=1)  # flagged share vs the champion's, either way
+    rollout_min_shadow_requests: int = Field(200, ge=1)
+    rollout_min_canary_requests: int = Field(100, ge=1)
     prediction_flush_seconds: float = Field(1.0, gt=0)  # prediction log buffer; always flushed on stop
     api_token: str | None = None  # bearer token the scoring API requires (and the rollout replays send)
 

@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from rich.console import Console
 
+from fraudflow import tags
 from fraudflow.demo.stages import StageRecord, Stages, ingest_days, run_dag_logged, run_triggered
 from fraudflow.deployment.decisions import read_decisions
 from fraudflow.orchestration.runtime import (
@@ -32,6 +33,7 @@ from fraudflow.orchestration.runtime import (
     prepare_airflow,
 )
 from fraudflow.settings import Settings
+from fraudflow.tracking import TRAINING_EXPERIMENT
 
 T = TypeVar("T")
 
@@ -69,6 +71,7 @@ class DemoReport(BaseModel):
     failed_checks: list[str] = []
     triggered_training: int = 0
     retrain_outcome: str = ""  # promoted | rolled back | refused by the gate | ...
+    drill_outcome: str = ""  # the drilled bad challenger: rolled back: <reason> (expected)
 
 
 
@@ -142,6 +145,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoRe
         and bool(report.failed_checks)
         and report.triggered_training == 1
         and bool(report.retrain_outcome)
+        and report.drill_outcome.startswith("rolled back")
     )
     print_summary(settings, config, report, summarise(frame), console)
     return report
@@ -244,6 +248,7 @@ def _drift_round(
     report.triggered_training = len(retrained)
     if retrained:
         _roll_out_challenger(settings, stages, report, console, logical_date=last)
+    _drill_bad_challenger(settings, stages, report, console, logical_date=last)
 
 
 def _monitor(
@@ -270,7 +275,7 @@ def _roll_out_challenger(
 
     challenger = aliases(settings).get(CHALLENGER)
     if challenger is None:
-        report.retrain_outcome = "refused by the gate (champion keeps serving)"
+        report.retrain_outcome = f"refused by the gate (champion keeps serving): {_latest_gate_reason(settings)}"
         console.print(f"   [yellow]{report.retrain_outcome}[/]")
         return
     stages.dag(
@@ -279,6 +284,47 @@ def _roll_out_challenger(
     )
     report.retrain_outcome = _rollout_outcome(settings, challenger)
     console.print(f"   v{challenger}: {report.retrain_outcome}")
+
+
+def _drill_bad_challenger(
+    settings: Settings, stages: Stages, report: DemoReport, console: Console, *, logical_date: dt.datetime
+) -> None:
+    """A challenger that fails every second call goes through deploy_model: the canary sees
+    its failures (the champion covered every answer) and rolls it back by itself."""
+    from fraudflow import registry
+
+    champion = registry.version_by_alias(settings, registry.CHAMPION)
+    # The drill rehearses failures, not a new model: the champion's own model, already live,
+    # without the held-out scores of a week that drift may have made stale.
+    dropped = (tags.ROLLOUT, tags.ROLLOUT_REASON, tags.TEST_SCORES)
+    copy_tags = {k: v for k, v in champion.tags.items() if k not in dropped}
+    copy_tags[tags.REASON] = "demo drill: a challenger that fails every second call"
+    drilled = registry.register_challenger(
+        settings, model_uri=champion.source, run_id=champion.run_id, tags=copy_tags
+    ).version
+    drill = {"stage": "canary", "challenger_fail_every": 2}
+    stages.dag(
+        f"deploy_model v{drilled} (drill: canary fails every 2nd call)",
+        lambda: run_dag_logged(
+            settings, "deploy_model", logical_date=logical_date, conf={"build_bento": False, "drill": drill}
+        ),
+    )
+    report.drill_outcome = _rollout_outcome(settings, drilled)
+    console.print(f"   v{drilled}: {report.drill_outcome}")
+
+
+def _latest_gate_reason(settings: Settings) -> str:
+    """The newest training run's gate verdict (which check failed, by how much)."""
+    import mlflow
+
+    from fraudflow.tracking import configure_mlflow
+
+    configure_mlflow(settings)
+    runs = mlflow.search_runs(
+        experiment_names=[TRAINING_EXPERIMENT], order_by=["start_time DESC"], max_results=5, output_format="list"
+    )
+    reasons = [r.data.tags[tags.GATE_REASON] for r in runs if tags.GATE_REASON in r.data.tags]
+    return reasons[0] if reasons else "no gate verdict found"
 
 
 def _monitoring_summary(settings: Settings, as_of: dt.date, run_id: str) -> dict | None:

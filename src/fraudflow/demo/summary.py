@@ -33,6 +33,7 @@ def print_summary(settings: Settings, config: DemoConfig, report: DemoReport, st
     console.print(_paths_table(settings, report))
     verdict = "[green]demo OK[/]" if report.ok else "[red]demo FAILED: see the stages above[/]"
     console.print(f"{verdict}: retrained model {report.retrain_outcome or '-'}")
+    console.print(f"drilled bad challenger: {report.drill_outcome or '-'}")
 
 
 def _stages_table(report: DemoReport) -> Table:

@@ -10,18 +10,28 @@ from __future__ import annotations
 import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from fraudflow import tags
 from fraudflow.deployment.checks import StageCheck, Thresholds, canary_check, shadow_check
 from fraudflow.deployment.decisions import record_decision
+from fraudflow.failpoints import failpoint
 from fraudflow.lake import list_partitions, read_lake
-from fraudflow.registry import CHALLENGER, CHAMPION, aliases, delete_alias, promote_challenger, set_version_tags
+from fraudflow.registry import CHAMPION, aliases, drop_challenger, get_version, promote_version, set_version_tags
 from fraudflow.serving.prediction_log import read_predictions
-from fraudflow.serving.state import DeploymentState, read_state, write_state
+from fraudflow.serving.state import (
+    DeploymentState,
+    StaleDeploymentState,
+    read_state,
+    state_lock,
+    write_state,
+    write_state_holding_lock,
+)
 from fraudflow.settings import Settings
 
 
@@ -113,6 +123,7 @@ def run_stage(
     stage: str,
     challenger: str,
     requests: int,
+    expected_revision: int | None = None,
     canary_share: float = 0.2,
     thresholds: Thresholds | None = None,
     drill: dict[str, float] | None = None,
@@ -121,6 +132,14 @@ def run_stage(
 
     A first deployment has no champion to compare against: the stage is recorded as skipped
     and passes, so the challenger is promoted (the gate in train_model already judged it).
+
+    Args:
+        expected_revision: The deployment-state revision the rollout saw last (compare-and-
+            swap: a state written meanwhile, e.g. a manual rollback, stops the rollout).
+
+    Returns:
+        The decision (also appended to the decision log), with ``revision``: the state this
+        stage wrote, which the next step of the rollout must still find.
     """
     current = read_state(settings)
     if not (current.champion or aliases(settings).get(CHAMPION)):
@@ -129,6 +148,7 @@ def run_stage(
             "stage": stage,
             "challenger": challenger,
             "skipped": True,
+            "revision": current.revision,
             "check": {"passed": True, "reason": reason, "checks": {}},
         }
         record_decision(settings, decision)
@@ -145,50 +165,91 @@ def run_stage(
             reason=f"{stage} of v{challenger}",
             **(drill if drill_stage in (None, stage) else {}),
         ),
+        expected_revision=expected_revision,
     )
+    failpoint(f"{stage}_started")  # the service is switched; the stage has not been judged
     wait_for_revision(url, state.revision)
     since = dt.datetime.now(dt.UTC)
+    thresholds = thresholds or Thresholds.from_settings(settings)
     if stage == "canary":  # enough traffic for the challenger's share to reach its minimum
-        minimum = (thresholds or Thresholds()).min_canary_requests
-        requests = max(requests, int(minimum / canary_share * 1.5))
+        requests = max(requests, int(thresholds.min_canary_requests / canary_share * 1.5))
     replay = replay_requests(url, replay_sample(settings, requests, seed=state.revision), token=settings.api_token)
     logged = _logged_since(settings, since, replay.ok)
-    check: StageCheck = (shadow_check if stage == "shadow" else canary_check)(logged, thresholds)
-    decision = {"stage": stage, "challenger": challenger, "replay": replay.model_dump(), "check": check.model_dump()}
+    judge = shadow_check if stage == "shadow" else canary_check
+    check: StageCheck = judge(logged, thresholds, offline_scores=offline_test_scores(settings, challenger))
+    decision = {
+        "stage": stage,
+        "challenger": challenger,
+        "revision": state.revision,
+        "replay": replay.model_dump(),
+        "check": check.model_dump(),
+    }
     record_decision(settings, decision)
     return decision
 
 
-def promote(settings: Settings, url: str | None = None) -> dict[str, Any]:
-    """Move ``champion`` to the challenger (old champion -> ``previous``) and serve it alone."""
-    version = aliases(settings).get(CHALLENGER)
-    moved = promote_challenger(settings)
-    state = write_state(
-        settings, DeploymentState(champion=moved[CHAMPION], mode="champion", reason=f"promoted v{version}")
-    )
-    if url:
-        wait_for_revision(url, state.revision)
-    set_version_tags(settings, moved[CHAMPION], {tags.ROLLOUT: "promoted"})
-    decision = {"stage": "promote", "version": version, "aliases": moved}
-    record_decision(settings, decision)
-    return decision
+def offline_test_scores(settings: Settings, version: str) -> np.ndarray | None:
+    """The version's scores on its held-out test window (what the gate certified), if recorded."""
+    path = get_version(settings, version).tags.get(tags.TEST_SCORES)
+    if not path or not Path(path).exists():
+        return None
+    return pd.read_parquet(path, columns=["score"])["score"].to_numpy(float)
 
 
-def reject_challenger(settings: Settings, reason: str, url: str | None = None) -> dict[str, Any]:
-    """Automatic rollback of a staged challenger: the champion serves alone again; the
-    challenger loses its alias and keeps the reason as a tag."""
-    current = aliases(settings)
-    version = current.get(CHALLENGER)
-    state = write_state(
-        settings, DeploymentState(champion=current.get(CHAMPION), mode="champion", reason=f"rolled back v{version}")
-    )
-    if url:
-        wait_for_revision(url, state.revision)
-    if version:
-        set_version_tags(
-            settings, version, {tags.ROLLOUT: "rolled_back", tags.ROLLOUT_REASON: reason[:4000]}
+def promote(
+    settings: Settings, url: str | None = None, *, version: str, expected_revision: int | None
+) -> dict[str, Any]:
+    """Make ``version`` (the one that went through shadow and canary) the champion, serving alone.
+
+    Under the state lock: the state must still be at ``expected_revision`` (else nothing moves
+    and :class:`StaleDeploymentState` says what changed), then the aliases move as one journaled
+    step, then the state follows. A crash in between is finished by ``recover_alias_moves`` and
+    ``reconcile_serving``.
+    """
+    with state_lock(settings):
+        _require_revision(settings, expected_revision)
+        moved = promote_version(settings, version)
+        state = write_state_holding_lock(
+            settings, DeploymentState(champion=version, mode="champion", reason=f"promoted v{version}")
         )
-        delete_alias(settings, CHALLENGER)
-    decision = {"stage": "rollback", "version": version, "reason": reason, "aliases": aliases(settings)}
+    if url:
+        wait_for_revision(url, state.revision)
+    set_version_tags(settings, version, {tags.ROLLOUT: "promoted"})
+    decision = {"stage": "promote", "version": version, "revision": state.revision, "aliases": moved}
     record_decision(settings, decision)
     return decision
+
+
+def reject_challenger(
+    settings: Settings, reason: str, url: str | None = None, *, version: str, expected_revision: int | None
+) -> dict[str, Any]:
+    """Automatic rollback of the staged ``version``: the champion serves alone again; the
+    version loses the ``challenger`` alias (if it still has it) and keeps the reason as a tag."""
+    with state_lock(settings):
+        _require_revision(settings, expected_revision)
+        drop_challenger(settings, version)
+        champion_only = DeploymentState(
+            champion=aliases(settings).get(CHAMPION), mode="champion", reason=f"rolled back v{version}"
+        )
+        state = write_state_holding_lock(settings, champion_only)
+    if url:
+        wait_for_revision(url, state.revision)
+    set_version_tags(settings, version, {tags.ROLLOUT: "rolled_back", tags.ROLLOUT_REASON: reason[:4000]})
+    decision = {
+        "stage": "rollback",
+        "version": version,
+        "reason": reason,
+        "revision": state.revision,
+        "aliases": aliases(settings),
+    }
+    record_decision(settings, decision)
+    return decision
+
+
+def _require_revision(settings: Settings, expected_revision: int | None) -> None:
+    current = read_state(settings)
+    if expected_revision is not None and current.revision != expected_revision:
+        raise StaleDeploymentState(
+            f"the deployment state is at revision {current.revision} ({current.reason!r}), not "
+            f"{expected_revision}: it changed during this rollout; leaving it as it is"
+        )

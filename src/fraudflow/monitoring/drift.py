@@ -36,6 +36,7 @@ from fraudflow.monitoring.checks import (
 from fraudflow.registry import CHAMPION, VersionRef, version_by_alias
 from fraudflow.settings import Settings
 from fraudflow.tracking import MONITORING_EXPERIMENT, configure_mlflow
+from fraudflow.training.refit import REFIT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,18 @@ def load_reference(champion: VersionRef) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"fraud-detector v{champion.version} records no training-set snapshot "
             f"(tag fraudflow.training_set={folder!r}): cannot build the drift reference"
         )
-    return pd.read_parquet(Path(folder) / "train.parquet"), pd.read_parquet(Path(folder) / "test.parquet")
+    trained_on = Path(folder) / (REFIT_FILE if tags.REFIT_OF in champion.tags else "train.parquet")
+    return pd.read_parquet(trained_on), pd.read_parquet(Path(folder) / "test.parquet")
+
+
+def reference_scores(champion: VersionRef, test_ref: pd.DataFrame) -> np.ndarray:
+    """The champion's scores on held-out rows. A refit champion has none (it was fit on the
+    newest labelled days, its test week included): its reference is the held-out scores of
+    the judged model it refits (tag ``TEST_SCORES``), the behaviour the gate certified."""
+    path = champion.tags.get(tags.TEST_SCORES)
+    if tags.REFIT_OF in champion.tags and path and Path(path).exists():
+        return pd.read_parquet(path, columns=["score"])["score"].to_numpy(float)
+    return score_frame(champion, test_ref)
 
 
 
@@ -145,7 +157,7 @@ def monitor_champion(settings: Settings, *, as_of: dt.date, run_id: str | None =
     input_drift = check_input_drift(settings, train_ref, recent, out_dir)
     current_scores, source = _current_scores(settings, champion, windows, recent)
     prediction_drift = check_prediction_drift(
-        settings, score_frame(champion, test_ref), current_scores, source, out_dir
+        settings, reference_scores(champion, test_ref), current_scores, source, out_dir
     )
     performance = check_performance(
         frame,

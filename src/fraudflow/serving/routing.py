@@ -10,7 +10,7 @@ a slow challenger cannot slow the answers. Every answer goes to the prediction l
 
 from __future__ import annotations
 
-import datetime as dt
+import itertools
 import logging
 import os
 import threading
@@ -22,45 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraudflow.features.compute import MODEL_INPUTS
 from fraudflow.registry import MODEL_NAME
+from fraudflow.serving.answer import Answer, log_records, responses
 from fraudflow.serving.prediction_log import PredictionLog
 from fraudflow.serving.scoring import DEFAULT_MODEL_URI, FeatureLookup, Scorer, ScoreResponse, Transaction
 from fraudflow.serving.state import DeploymentState, read_state, routes_to_challenger, state_path
 from fraudflow.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class _Answer:
-    """One request's routing and scores, per transaction; the scoring steps fill it in.
-
-    NaN in ``champion_scores`` / ``challenger_scores`` means that model did not score the row.
-    """
-
-    __slots__ = (
-        "to_challenger",
-        "to_champion",
-        "served_by",
-        "scores",
-        "champion_scores",
-        "challenger_scores",
-        "errors",
-        "champion_ms",
-        "challenger_ms",
-    )
-
-    def __init__(self, to_challenger: np.ndarray) -> None:
-        n = len(to_challenger)
-        self.to_challenger = to_challenger
-        self.to_champion = ~to_challenger
-        self.served_by = np.array(["champion"] * n, dtype=object)
-        self.scores = np.empty(n)
-        self.champion_scores = np.full(n, np.nan)
-        self.challenger_scores = np.full(n, np.nan)
-        self.errors: list[str | None] = [None] * n
-        self.champion_ms = 0.0
-        self.challenger_ms = 0.0
 
 
 class RoutedScoring:
@@ -82,6 +51,7 @@ class RoutedScoring:
         self.log = PredictionLog(settings.predictions_dir, flush_seconds=flush_seconds)
         self.log.start_background_flush()
         self._shadow = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self._challenger_calls = itertools.count(1)  # for the challenger_fail_every drill
         self._lock = threading.Lock()
         self._loading = False
         self._checked = 0.0
@@ -164,9 +134,11 @@ class RoutedScoring:
             time.sleep(0.05)
 
     # -- scoring ----------------------------------------------------------------------------
-    @staticmethod
-    def _challenger_scores(scorer: Scorer, features: pd.DataFrame, state: DeploymentState) -> np.ndarray:
-        """The challenger's scores, with the state's drill knobs applied (a delay, a score shift)."""
+    def _challenger_scores(self, scorer: Scorer, features: pd.DataFrame, state: DeploymentState) -> np.ndarray:
+        """The challenger's scores, with the state's drill knobs applied (a delay, a score
+        shift, every n-th call failing)."""
+        if state.challenger_fail_every and next(self._challenger_calls) % state.challenger_fail_every == 0:
+            raise RuntimeError(f"drill: every {state.challenger_fail_every}th challenger call fails")
         if state.challenger_delay_ms:
             time.sleep(state.challenger_delay_ms / 1000)  # drill: a slow challenger
         scores = scorer.predict(features)
@@ -191,19 +163,19 @@ class RoutedScoring:
         with self._lock:
             state, champion, challenger = self.state, self.champion, self.challenger
         features, degraded, reasons = self.features.lookup(transactions)
-        answer = _Answer(self._route(transactions, state, challenger))
+        answer = Answer(self._route(transactions, state, challenger))
         answer.champion_ms = self._score_champion(answer, champion, features)
         if challenger is not None and answer.to_challenger.any():
             answer.challenger_ms = self._score_challenger(answer, champion, challenger, features, state)
         request_id = uuid.uuid4().hex
         versions = {"champion": champion.version, "challenger": challenger.version if challenger else None}
-        responses = self._responses(transactions, answer, request_id, champion, challenger, versions, degraded, reasons)
+        answers = responses(transactions, answer, request_id, champion, challenger, versions, degraded, reasons)
         latency_ms = (time.perf_counter() - started) * 1000
-        records = self._records(
-            transactions, features, answer, responses, request_id, endpoint, versions, latency_ms, degraded, reasons
+        records = log_records(
+            transactions, features, answer, answers, request_id, endpoint, versions, latency_ms, degraded, reasons
         )
         self._log(records, features, state, challenger)
-        return responses
+        return answers
 
     @staticmethod
     def _route(transactions: list[Transaction], state: DeploymentState, challenger: Scorer | None) -> np.ndarray:
@@ -214,7 +186,7 @@ class RoutedScoring:
         return np.zeros(len(transactions), dtype=bool)
 
     @staticmethod
-    def _score_champion(answer: _Answer, champion: Scorer, features: pd.DataFrame) -> float:
+    def _score_champion(answer: Answer, champion: Scorer, features: pd.DataFrame) -> float:
         """Score the champion's rows into ``answer``; the milliseconds the model took (0 if none)."""
         rows = answer.to_champion
         if not rows.any():
@@ -226,7 +198,7 @@ class RoutedScoring:
         return elapsed_ms
 
     def _score_challenger(
-        self, answer: _Answer, champion: Scorer, challenger: Scorer, features: pd.DataFrame, state: DeploymentState
+        self, answer: Answer, champion: Scorer, challenger: Scorer, features: pd.DataFrame, state: DeploymentState
     ) -> float:
         """Score the canary rows with the challenger into ``answer``; if it raises, the champion
         answers them and the error is kept for the log. The milliseconds spent, fallback included."""
@@ -242,82 +214,6 @@ class RoutedScoring:
             for i in np.flatnonzero(rows):
                 answer.errors[i] = error
         return (time.perf_counter() - t0) * 1000
-
-    @staticmethod
-    def _responses(
-        transactions: list[Transaction],
-        answer: _Answer,
-        request_id: str,
-        champion: Scorer,
-        challenger: Scorer | None,
-        versions: dict[str, str | None],
-        degraded: np.ndarray,
-        reasons: list[str | None],
-    ) -> list[ScoreResponse]:
-        """The answers, each judged against the threshold of the model that served it."""
-        thresholds = {"champion": champion.threshold, "challenger": challenger.threshold if challenger else 0.5}
-        scores, served_by = answer.scores, answer.served_by
-        return [
-            ScoreResponse.model_construct(
-                transaction_id=t.transaction_id,
-                fraud_probability=float(scores[i]),
-                is_fraud=bool(scores[i] >= thresholds[served_by[i]]),
-                model_name=champion.model_name,
-                model_version=versions[served_by[i]],
-                served_by=served_by[i],
-                request_id=request_id,
-                degraded=bool(degraded[i]),
-                degraded_reason=reasons[i],
-            )
-            for i, t in enumerate(transactions)
-        ]
-
-    @staticmethod
-    def _records(
-        transactions: list[Transaction],
-        features: pd.DataFrame,
-        answer: _Answer,
-        responses: list[ScoreResponse],
-        request_id: str,
-        endpoint: str,
-        versions: dict[str, str | None],
-        latency_ms: float,
-        degraded: np.ndarray,
-        reasons: list[str | None],
-    ) -> list[dict[str, Any]]:
-        """One prediction-log row per transaction: the request, its model inputs, both models'
-        scores (NaN -> None where a model did not score it) and the timings."""
-        scores, served_by, errors, to_challenger = answer.scores, answer.served_by, answer.errors, answer.to_challenger
-        champion_scores, challenger_scores = answer.champion_scores, answer.challenger_scores
-        champion_ms, challenger_ms = answer.champion_ms, answer.challenger_ms
-        return [
-            {
-                "request_id": request_id,
-                "logged_at": dt.datetime.now(dt.UTC),
-                "endpoint": endpoint,
-                "transaction_id": str(t.transaction_id),
-                "tx_datetime": t.tx_datetime,
-                "customer_id": str(t.customer_id),
-                "terminal_id": str(t.terminal_id),
-                "tx_amount": t.tx_amount,
-                "features": dict(zip(MODEL_INPUTS, row, strict=True)),
-                "served_by": served_by[i],
-                "model_version": versions[served_by[i]],
-                "score": float(scores[i]),
-                "is_fraud": responses[i].is_fraud,
-                "champion_version": versions["champion"],
-                "champion_score": None if np.isnan(champion_scores[i]) else float(champion_scores[i]),
-                "challenger_version": versions["challenger"],
-                "challenger_score": None if np.isnan(challenger_scores[i]) else float(challenger_scores[i]),
-                "challenger_error": errors[i],
-                "champion_latency_ms": champion_ms,
-                "challenger_latency_ms": challenger_ms if to_challenger[i] else None,
-                "latency_ms": latency_ms,
-                "degraded": bool(degraded[i]),
-                "degraded_reason": reasons[i],
-            }
-            for i, (t, row) in enumerate(zip(transactions, features.to_numpy().tolist(), strict=True))
-        ]
 
     def _log(
         self, records: list[dict[str, Any]], features: pd.DataFrame, state: DeploymentState, challenger: Scorer | None

@@ -16,9 +16,12 @@ replays traffic, judges each stage from the prediction log, then promotes or rol
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +43,7 @@ class DeploymentState(BaseModel):
     # Drill knobs for rehearsing a bad challenger (never set by the pipeline itself).
     challenger_delay_ms: float = Field(0.0, ge=0)
     challenger_score_shift: float = 0.0
+    challenger_fail_every: int = Field(0, ge=0)  # every n-th challenger call raises (0: never)
 
 
 def state_path(settings: Settings) -> Path:
@@ -51,11 +55,58 @@ def read_state(settings: Settings) -> DeploymentState:
     return DeploymentState.model_validate_json(path.read_text()) if path.exists() else DeploymentState()
 
 
-def write_state(settings: Settings, state: DeploymentState, *, history: bool = True) -> DeploymentState:
-    """Atomically replace the state (revision + 1) and append it to ``deployment_log.jsonl``."""
-    current = read_state(settings)
-    state = state.model_copy(update={"revision": current.revision + 1, "updated_at": dt.datetime.now(dt.UTC)})
+class StaleDeploymentState(RuntimeError):
+    """Someone else wrote the deployment state since the writer read it: refuse to overwrite."""
+
+
+@contextlib.contextmanager
+def state_lock(settings: Settings) -> Iterator[None]:
+    """An exclusive lock on the deployment state (``flock`` on a sibling file), so a
+    read-check-write by one writer is never interleaved with another's."""
     path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(".deployment.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_state(
+    settings: Settings, state: DeploymentState, *, expected_revision: int | None = None, history: bool = True
+) -> DeploymentState:
+    """Atomically replace the state (revision + 1) and append it to ``deployment_log.jsonl``.
+
+    Args:
+        settings: Where the state lives.
+        state: The new state; its ``revision`` and ``updated_at`` are set here.
+        expected_revision: Compare-and-swap: the revision the writer's decision was based on.
+            When the file holds another revision (a manual rollback, another rollout), nothing
+            is written and :class:`StaleDeploymentState` says who wrote it. ``None`` writes
+            unconditionally (a person's explicit command).
+        history: Append the new state to the deployment log.
+
+    Raises:
+        StaleDeploymentState: ``expected_revision`` is not the current revision.
+    """
+    with state_lock(settings):
+        return write_state_holding_lock(settings, state, expected_revision=expected_revision, history=history)
+
+
+def write_state_holding_lock(
+    settings: Settings, state: DeploymentState, *, expected_revision: int | None = None, history: bool = True
+) -> DeploymentState:
+    """:func:`write_state` for a caller that already holds :func:`state_lock` (``flock`` is
+    not re-entrant: taking it twice in one process would wait forever)."""
+    path = state_path(settings)
+    current = read_state(settings)
+    if expected_revision is not None and current.revision != expected_revision:
+        raise StaleDeploymentState(
+            f"{path} is at revision {current.revision} ({current.reason!r}), not {expected_revision}: "
+            "it changed since this decision was made; refusing to overwrite it"
+        )
+    state = state.model_copy(update={"revision": current.revision + 1, "updated_at": dt.datetime.now(dt.UTC)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(state.model_dump_json(indent=2))

@@ -93,51 +93,104 @@ def bootstrap_ap_difference(
     seed: int = 0,
     confidence: float = 0.90,
 ) -> BootstrapResult:
-    """Paired bootstrap over rows of AP(challenger) - AP(champion).
+    """Paired bootstrap over rows of AP(challenger) - AP(champion) (see :func:`bootstrap_difference`,
+    which the gate calls with whole cards resampled)."""
+    return bootstrap_difference(
+        y, challenger, champion, metric="average_precision", n_boot=n_boot, seed=seed, confidence=confidence
+    )
 
-    Each resample draws rows with replacement and scores both models on the same draw, so
-    the interval reflects the difference, not two independent noises. The interval is the
-    percentile interval at ``confidence``. Resamples that draw no positive (only possible on
-    tiny data) have no AP and are left out; ``n_boot`` in the result counts those used.
+
+def _auc_bins(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's bin code for :func:`_binned_auc`: one bin per distinct score, ascending, and
+    ``2 * bin + label``, so one ``bincount`` gives each score's negative and positive weight."""
+    distinct, inverse = np.unique(scores, return_inverse=True)
+    return 2 * inverse.astype(np.int64) + labels, len(distinct)
+
+
+def _binned_auc(binned: np.ndarray, n_bins: int) -> np.ndarray:
+    """AUC ROC for each row of ``binned`` (m x 2 * n_bins): the weighted share of
+    (positive, negative) pairs ranked correctly, ties counting one half (as sklearn)."""
+    negatives, positives = binned[:, 0 : 2 * n_bins : 2], binned[:, 1 : 2 * n_bins : 2]
+    below = np.cumsum(negatives, axis=1) - negatives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(positives * (below + 0.5 * negatives), axis=1) / (positives.sum(1) * negatives.sum(1))
+
+
+_METRICS = {"average_precision": (_ap_bins, _binned_ap), "auc_roc": (_auc_bins, _binned_auc)}
+
+
+def resample_weights(rng: np.random.Generator, n_rows: int, clusters: np.ndarray | None) -> np.ndarray:
+    """How often each row is drawn in one bootstrap resample.
+
+    Without ``clusters`` rows are drawn independently. With them (e.g. each row's card), whole
+    clusters are drawn with replacement and every row of a drawn cluster comes along: one
+    card's transactions are not independent (a compromised card yields a burst of frauds), and
+    drawing them one by one would make the interval too narrow.
+    """
+    if clusters is None:
+        return np.bincount(rng.integers(0, n_rows, size=n_rows), minlength=n_rows)
+    n_clusters = int(clusters.max()) + 1
+    return np.bincount(rng.integers(0, n_clusters, size=n_clusters), minlength=n_clusters)[clusters]
+
+
+def bootstrap_difference(
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    *,
+    metric: str = "average_precision",
+    clusters: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.90,
+) -> BootstrapResult:
+    """Paired (optionally cluster) bootstrap of metric(challenger) - metric(champion).
+
+    Both models are scored on the same resample, so the interval reflects the difference, not
+    two independent noises. The interval is the percentile interval at ``confidence``; with the
+    default 1,000 resamples each 5% tail holds 50 draws. Resamples in which the metric is
+    undefined (no positive, or for AUC no negative, drawn) are left out and not counted.
 
     Args:
         y: 0/1 labels, one per row.
         challenger: the candidate's scores.
         champion: the current model's scores on the same rows.
+        metric: ``average_precision`` or ``auc_roc``.
+        clusters: optional cluster index per row (0..k-1), e.g. the card; whole clusters are
+            resampled (see :func:`resample_weights`).
         n_boot: number of resamples.
         seed: seed of the resampling generator (same seed, same interval).
         confidence: two-sided coverage of the interval, in (0, 1).
 
     Raises:
-        ValueError: misaligned inputs, no positive label, n_boot < 1, confidence outside (0, 1),
-            or no resample drew a positive.
+        ValueError: unknown metric, misaligned inputs, a class missing, n_boot < 1, or a
+            confidence outside (0, 1).
     """
     labels = np.asarray(y).astype(np.int64)
     n = len(labels)
-    new = as_scores(challenger, n)
-    old = as_scores(champion, n)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if labels.sum() == 0:
-        raise ValueError("no positive label: AP is undefined")
-    models = [_ap_bins(labels, values) for values in (new, old)]
-    point = average_precision(labels, new) - average_precision(labels, old)
-
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    if n_boot < 1 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"need n_boot >= 1 and confidence in (0, 1), got {n_boot}, {confidence}")
+    if labels.sum() == 0 or labels.sum() == n:
+        raise ValueError("both classes are needed for a difference of ranking metrics")
+    to_bins, binned_metric = _METRICS[metric]
+    models = [to_bins(labels, as_scores(values, n)) for values in (challenger, champion)]
+    ones = np.ones(n)
+    point = [binned_metric(np.bincount(c, weights=ones, minlength=2 * (k + 1))[None, :], k)[0] for c, k in models]
     rng = np.random.default_rng(seed)
-    binned = [np.empty((n_boot, 2 * (n_bins + 1)), dtype=np.int64) for _, n_bins in models]
-    for r in range(n_boot):  # one gather + one bincount of n rows per model; the AP itself is vectorised
-        draw = rng.integers(0, n, size=n, dtype=np.int32 if n < 2**31 else np.int64)
-        for (codes, n_bins), out in zip(models, binned, strict=True):
-            out[r] = np.bincount(codes[draw], minlength=2 * (n_bins + 1))
-    diffs = _binned_ap(binned[0], models[0][1]) - _binned_ap(binned[1], models[1][1])
+    binned = [np.empty((n_boot, 2 * (k + 1))) for _, k in models]
+    for r in range(n_boot):
+        weights = resample_weights(rng, n, clusters)
+        for (codes, k), out in zip(models, binned, strict=True):
+            out[r] = np.bincount(codes, weights=weights, minlength=2 * (k + 1))
+    diffs = binned_metric(binned[0], models[0][1]) - binned_metric(binned[1], models[1][1])
     diffs = diffs[~np.isnan(diffs)]
     if len(diffs) == 0:
-        raise ValueError("no resample drew a positive label")
+        raise ValueError("no resample held both classes")
     alpha = (1.0 - confidence) / 2.0
     return BootstrapResult(
-        point_difference=float(point),
+        point_difference=float(point[0] - point[1]),
         mean_difference=float(diffs.mean()),
         lower=float(np.quantile(diffs, alpha)),
         upper=float(np.quantile(diffs, 1.0 - alpha)),

@@ -21,24 +21,16 @@ and writes the verdict to ``gate.md``, the MLflow parent run and the lineage log
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow import tags
-from fraudflow.features.compute import LABEL, MODEL_INPUTS
-from fraudflow.lineage import record_lineage
-from fraudflow.registry import CHAMPION, version_by_alias
+from fraudflow.features.compute import LABEL
 from fraudflow.settings import Settings
-from fraudflow.tracking import configure_mlflow
-from fraudflow.training.bootstrap import bootstrap_ap_difference
-from fraudflow.training.metrics import Metrics, evaluate_scores, slice_metrics
-from fraudflow.training.train import CandidateRun
-from fraudflow.training.training_set import TrainingSet
+from fraudflow.training.bootstrap import bootstrap_difference
+from fraudflow.training.metrics import CARD, Metrics, Slice, evaluate_scores, slices
 
 FLOOR_AP = "min_average_precision"
 FLOOR_AUC = "min_auc_roc"
@@ -56,9 +48,13 @@ class GateConfig(BaseModel):
     ap_tolerance: float
     """Non-inferiority margin: the CI lower bound of AP(challenger) - AP(champion) must exceed -this."""
     slice_tolerance: float
-    """A slice may lose at most this much against the champion (AUC or AP, as the slice defines)."""
+    """Per slice, the CI lower bound of the metric difference (AUC or AP, as the slice
+    defines) must exceed -this."""
+    slice_min_frauds: int
+    """Slices with fewer frauds are reported with their interval but do not block."""
+    n_boot: int
+    """Resamples of every bootstrap (1,000: each 5% tail of a 90% interval holds 50 draws)."""
     bootstrap_confidence: float = 0.90
-    n_boot: int = 200
     seed: int = 0
 
     @classmethod
@@ -68,6 +64,8 @@ class GateConfig(BaseModel):
             min_auc_roc=settings.gate_min_auc_roc,
             ap_tolerance=settings.gate_ap_tolerance,
             slice_tolerance=settings.gate_slice_tolerance,
+            slice_min_frauds=settings.gate_slice_min_frauds,
+            n_boot=settings.gate_bootstrap_resamples,
         )
 
 
@@ -136,45 +134,86 @@ def _floor_checks(metrics: Metrics, config: GateConfig) -> list[Check]:
     ]
 
 
-def _non_inferiority_check(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, config: GateConfig) -> Check:
-    boot = bootstrap_ap_difference(
-        y, challenger, champion, n_boot=config.n_boot, seed=config.seed, confidence=config.bootstrap_confidence
+def _card_clusters(frame: pd.DataFrame) -> np.ndarray | None:
+    """Each row's card as a cluster index (the bootstrap draws whole cards), if known."""
+    return pd.factorize(frame[CARD])[0] if CARD in frame.columns else None
+
+
+def _non_inferiority_check(
+    frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, config: GateConfig
+) -> Check:
+    boot = bootstrap_difference(
+        frame[LABEL].to_numpy(),
+        challenger,
+        champion,
+        metric="average_precision",
+        clusters=_card_clusters(frame),
+        n_boot=config.n_boot,
+        seed=config.seed,
+        confidence=config.bootstrap_confidence,
     )
     passed = boot.lower > -config.ap_tolerance
     return Check(
         name=NON_INFERIORITY,
         passed=passed,
         detail=f"AP difference {boot.point_difference:+.4f} (challenger - champion), "
-        f"{boot.confidence:.0%} CI [{boot.lower:+.4f}, {boot.upper:+.4f}] over {boot.n_boot} resamples; "
+        f"{boot.confidence:.0%} CI [{boot.lower:+.4f}, {boot.upper:+.4f}] over {boot.n_boot} card resamples; "
         f"lower bound {'>' if passed else '<='} -{config.ap_tolerance:.4f}",
         values=boot.model_dump() | {"margin": config.ap_tolerance},
     )
 
 
+def _judge_slice(name: str, part: Slice, frame, challenger, champion, config: GateConfig) -> dict[str, Any]:
+    """One slice: its paired card-bootstrap interval, and whether it counts (enough frauds)."""
+    clusters = _card_clusters(frame[part.rows])
+    boot = bootstrap_difference(
+        part.positives,
+        challenger[part.rows],
+        champion[part.rows],
+        metric=part.metric,
+        clusters=clusters,
+        n_boot=config.n_boot,
+        seed=config.seed,
+        confidence=config.bootstrap_confidence,
+    )
+    n_frauds = int(part.positives.sum())
+    judged = n_frauds >= config.slice_min_frauds
+    return {
+        "metric": part.metric,
+        "delta": boot.point_difference,
+        "lower": boot.lower,
+        "upper": boot.upper,
+        "n": int(part.rows.sum()),
+        "n_frauds": n_frauds,
+        "judged": judged,
+        "passed": (boot.lower > -config.slice_tolerance) if judged else True,
+    }
+
+
 def _slice_check(frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, config: GateConfig) -> Check:
-    new = slice_metrics(frame, challenger)
-    old = slice_metrics(frame, champion)
-    compared: dict[str, dict[str, Any]] = {}
-    dropped = []
-    for name in [n for n in new if n in old]:
-        delta = new[name]["value"] - old[name]["value"]
-        compared[name] = {
-            "metric": new[name]["metric"],
-            "challenger": new[name]["value"],
-            "champion": old[name]["value"],
-            "delta": delta,
-            "n": new[name]["n"],
-            "n_frauds": new[name]["n_frauds"],
-        }
-        if new[name]["value"] < old[name]["value"] - config.slice_tolerance:
-            dropped.append(
-                f"{name} ({new[name]['metric']} {old[name]['value']:.4f} -> {new[name]['value']:.4f}, {delta:+.4f})"
-            )
-    if dropped:
-        detail = f"dropped more than {config.slice_tolerance:.4f}: " + "; ".join(dropped)
+    """Every slice with at least ``slice_min_frauds`` frauds must be non-inferior (the lower
+    bound of its paired card-bootstrap interval above ``-slice_tolerance``); smaller slices are
+    reported with their interval. A point estimate on 60 frauds moves by more than the
+    tolerance between two draws of the same week, so it cannot block a model alone."""
+    challenger, champion = np.asarray(challenger, float), np.asarray(champion, float)
+    compared = {
+        name: _judge_slice(name, part, frame, challenger, champion, config) for name, part in slices(frame).items()
+    }
+    failed = [name for name, v in compared.items() if not v["passed"]]
+    small = [name for name, v in compared.items() if not v["judged"]]
+
+    def describe(name: str) -> str:
+        v = compared[name]
+        interval = f"CI [{v['lower']:+.4f}, {v['upper']:+.4f}]"
+        return f"{name} ({v['metric']} {v['delta']:+.4f}, {interval}, {v['n_frauds']} frauds)"
+
+    if failed:
+        detail = f"CI lower bound <= -{config.slice_tolerance:.4f}: " + "; ".join(map(describe, failed))
     else:
-        detail = f"all {len(compared)} slices within {config.slice_tolerance:.4f} of the champion"
-    return Check(name=SLICES, passed=not dropped, detail=detail, values=compared)
+        detail = f"{len(compared) - len(small)} slices non-inferior within {config.slice_tolerance:.4f}"
+    if small:
+        detail += f"; reported only (< {config.slice_min_frauds} frauds): " + "; ".join(map(describe, small))
+    return Check(name=SLICES, passed=not failed, detail=detail, values=compared)
 
 
 def _reason(checks: list[Check]) -> str:
@@ -198,9 +237,12 @@ def evaluate_gate(
         - ``min_average_precision`` / ``min_auc_roc``: the challenger's pooled AP and AUC ROC
           reach the configured floors.
         - ``ap_non_inferiority`` (champion only): the lower bound of the paired bootstrap
-          interval of AP(challenger) - AP(champion) is above ``-ap_tolerance``.
-        - ``slices`` (champion only): on every slice of :func:`slice_metrics` present for
-          both, challenger >= champion - ``slice_tolerance``.
+          interval (cards resampled whole) of AP(challenger) - AP(champion) is above
+          ``-ap_tolerance``.
+        - ``slices`` (champion only): every slice of :func:`slices` with at least
+          ``slice_min_frauds`` frauds is non-inferior: the lower bound of the paired bootstrap
+          interval (cards resampled whole) of its metric difference is above
+          ``-slice_tolerance``; smaller slices are reported, not judged.
 
     Args:
         candidate: the candidate's name (a model version or run id), for the report.
@@ -224,11 +266,10 @@ def evaluate_gate(
         ]
     else:
         champion_metrics = evaluate_scores(frame, champion_scores)
-        y = frame[LABEL].to_numpy()
         challenger = np.asarray(challenger_scores, dtype=float)
         champion = np.asarray(champion_scores, dtype=float)
         checks += [
-            _non_inferiority_check(y, challenger, champion, config),
+            _non_inferiority_check(frame, challenger, champion, config),
             _slice_check(frame, challenger, champion, config),
         ]
     return GateVerdict(
@@ -240,108 +281,3 @@ def evaluate_gate(
         champion_metrics=champion_metrics,
         config=config,
     )
-
-
-class GateDecision(BaseModel):
-    passed: bool
-    reason: str
-    best: CandidateRun
-    candidates: list[CandidateRun]
-    champion_version: str | None
-    champion_metrics: Metrics | None
-    verdict: dict[str, Any]
-    slices: dict[str, Any]
-    report_path: str
-
-
-def judge_candidates(
-    settings: Settings,
-    *,
-    training_set: TrainingSet,
-    candidates: list[CandidateRun],
-    config: GateConfig | None = None,
-    run_id: str | None = None,
-) -> GateDecision:
-    """Gate the best candidate (highest test AP): floors, then non-inferiority and slices
-    against the current champion scored on the same test window.
-
-    The verdict is written to ``gate.md`` in the training-set folder, logged to the training
-    parent run (``gate/`` artifacts, gate tags, the best candidate's metrics) and recorded in
-    the lineage log.
-    """
-    config = config or GateConfig.from_settings(settings)
-    test = pd.read_parquet(training_set.test_path)
-    best = max(candidates, key=lambda c: c.metrics.average_precision)
-    scores = pd.read_parquet(best.scores_path)["score"].to_numpy()
-    champion = version_by_alias(settings, CHAMPION)
-    champion_scores = None if champion is None else _score_champion(champion.uri, test)
-    verdict = evaluate_gate(
-        candidate=best.candidate, frame=test, challenger_scores=scores, champion_scores=champion_scores, config=config
-    )
-    slices = {"challenger": slice_metrics(test, scores)}
-    if champion_scores is not None:
-        slices["champion"] = slice_metrics(test, champion_scores)
-
-    champion_version = champion.version if champion else None
-    report = _log_verdict(settings, training_set, verdict, slices, best, champion_version)
-    decision = GateDecision(
-        passed=verdict.passed,
-        reason=verdict.reason,
-        best=best,
-        candidates=candidates,
-        champion_version=champion_version,
-        champion_metrics=verdict.champion_metrics,
-        verdict=json.loads(verdict.model_dump_json()),
-        slices=slices,
-        report_path=str(report),
-    )
-    record_lineage(
-        settings,
-        stage="evaluation_gate",
-        run_id=run_id,
-        read={"candidates": [c.run_id for c in candidates], "champion_version": champion_version},
-        wrote={"gate": "passed" if verdict.passed else "failed", "reason": verdict.reason, "report": str(report)},
-    )
-    return decision
-
-
-def _score_champion(model_uri: str, test: pd.DataFrame) -> np.ndarray:
-    """The registered champion's scores on the test rows, so both models are judged on the
-    same window (not on the champion's own, older test window)."""
-    from fraudflow.models.candidates import load_candidate_model
-
-    spec, model = load_candidate_model(model_uri)
-    return spec.predict_proba(model, test[MODEL_INPUTS])
-
-
-def _log_verdict(
-    settings: Settings,
-    training_set: TrainingSet,
-    verdict: GateVerdict,
-    slices: dict[str, Any],
-    best: CandidateRun,
-    champion_version: str | None,
-) -> Path:
-    """Write ``gate.md`` beside the training set and log the verdict to the training parent run
-    (``gate/gate.json``, ``gate/gate.md``, ``gate/slices.json``, the gate tags and the best
-    candidate's metrics as ``best.*``); the report's path."""
-    import mlflow
-
-    markdown = verdict.to_markdown()
-    report = Path(training_set.folder) / "gate.md"
-    report.write_text(markdown)
-    configure_mlflow(settings)
-    with mlflow.start_run(run_id=training_set.parent_run_id):
-        mlflow.log_dict(json.loads(verdict.model_dump_json()), "gate/gate.json")
-        mlflow.log_text(markdown, "gate/gate.md")
-        mlflow.log_dict(slices, "gate/slices.json")
-        mlflow.set_tags(
-            {
-                tags.GATE: "passed" if verdict.passed else "failed",
-                tags.GATE_REASON: verdict.reason[:4000],
-                tags.BEST_CANDIDATE: best.candidate,
-                tags.CHAMPION_VERSION: champion_version or "none",
-            }
-        )
-        mlflow.log_metrics({f"best.{k}": v for k, v in best.metrics.model_dump().items()})
-    return report

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from fraudflow.features.compute import LABEL
@@ -152,8 +152,18 @@ def _amount_bucket_names() -> list[str]:
     return [f"amount_{edge(lo)}_{edge(hi)}" for lo, hi in zip(AMOUNT_EDGES[:-1], AMOUNT_EDGES[1:], strict=True)]
 
 
-def slice_metrics(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, dict[str, float]]:
-    """Quality on the slices where a model can be fine on average and bad where it matters.
+class Slice(BaseModel):
+    """Which rows one slice covers and what counts as a positive there."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    metric: str  # "auc_roc" | "average_precision"
+    rows: np.ndarray  # boolean mask over the frame
+    positives: np.ndarray  # 0/1 labels of the selected rows
+
+
+def slices(frame: pd.DataFrame) -> dict[str, Slice]:
+    """The slices where a model can be fine on average and bad where it matters.
 
     - ``scenario_<s>`` for each fraud scenario s in 1, 2, 3 present in ``TX_FRAUD_SCENARIO``:
       AUC ROC of scenario-s frauds against all genuine transactions (scenario 0). AUC, not AP,
@@ -165,43 +175,46 @@ def slice_metrics(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, dict[str
     A slice without both classes (no genuine rows, no scenario-s frauds, a bucket with only
     one class) has no defined metric and is left out, so callers compare the keys present.
     A frame without ``TX_FRAUD_SCENARIO`` or ``TX_AMOUNT`` yields no slices of that kind.
-
-    Returns:
-        ``{slice: {"metric": "auc_roc" | "average_precision", "value": ..., "n": rows,
-        "n_frauds": frauds}}``.
     """
     _require(frame, (LABEL,))
-    values = as_scores(scores, len(frame))
     y = frame[LABEL].to_numpy().astype(int)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, Slice] = {}
     if SCENARIO in frame.columns:
         scenario = frame[SCENARIO].to_numpy()
         genuine = scenario == 0
         for s in (1, 2, 3):
             fraud = scenario == s
-            if not fraud.any() or not genuine.any():
-                continue
-            rows = fraud | genuine
-            out[f"scenario_{s}"] = {
-                "metric": "auc_roc",
-                "value": float(roc_auc_score(fraud[rows].astype(int), values[rows])),
-                "n": int(rows.sum()),
-                "n_frauds": int(fraud.sum()),
-            }
+            if fraud.any() and genuine.any():
+                rows = fraud | genuine
+                out[f"scenario_{s}"] = Slice(metric="auc_roc", rows=rows, positives=fraud[rows].astype(int))
     if AMOUNT in frame.columns:
         bucket = np.digitize(frame[AMOUNT].to_numpy(dtype=float), AMOUNT_EDGES[1:-1])  # 0..4, right edge open
         for index, name in enumerate(_amount_bucket_names()):
             rows = bucket == index
             n_frauds = int(y[rows].sum())
-            if n_frauds == 0 or n_frauds == rows.sum():
-                continue
-            out[name] = {
-                "metric": "average_precision",
-                "value": float(average_precision_score(y[rows], values[rows])),
-                "n": int(rows.sum()),
-                "n_frauds": n_frauds,
-            }
+            if 0 < n_frauds < rows.sum():
+                out[name] = Slice(metric="average_precision", rows=rows, positives=y[rows])
     return out
+
+
+def slice_metrics(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, dict[str, float]]:
+    """Each slice's metric for ``scores`` (see :func:`slices`).
+
+    Returns:
+        ``{slice: {"metric": "auc_roc" | "average_precision", "value": ..., "n": rows,
+        "n_frauds": frauds}}``.
+    """
+    values = as_scores(scores, len(frame))
+    metric = {"auc_roc": roc_auc_score, "average_precision": average_precision_score}
+    return {
+        name: {
+            "metric": s.metric,
+            "value": float(metric[s.metric](s.positives, values[s.rows])),
+            "n": int(s.rows.sum()),
+            "n_frauds": int(s.positives.sum()),
+        }
+        for name, s in slices(frame).items()
+    }
 
 
 def plot_curves(y: np.ndarray, scores: np.ndarray, title: str) -> tuple[Figure, Figure]:

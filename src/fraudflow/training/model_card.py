@@ -39,12 +39,14 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 {% if t.trigger.failed_checks %}| failed checks | {{ t.trigger.failed_checks|join("; ") }} |
 {% endif %}{% if t.trigger.report_path %}| drift report | `{{ t.trigger.report_path }}` |
 {% endif %}| gate | **{{ "passed" if d.passed else "failed" }}**: {{ d.reason }} |
-| MLflow run | `{{ d.best.run_id }}` (parent `{{ t.parent_run_id }}`) |
-| threshold (F1-optimal on test) | {{ "%.4f"|format(d.best.threshold) }} |
+| MLflow run | {% if refit %}`{{ refit.run_id }}` (refit of the judged run `{{ d.best.run_id }}`){% else %}`{{ d.best.run_id }}`{% endif %} (parent `{{ t.parent_run_id }}`) |
+| threshold (F1-optimal on test) | {{ "%.4f"|format(d.best.threshold) }}{% if refit %} (of the judged model){% endif %} |
 
 ## Data
 - Training window: {{ t.window.train_start }} to {{ t.window.train_end }} ({{ t.train_rows }} transactions, {{ t.train_frauds }} frauds)
 - Label-delay gap: {{ t.window.delay_days }} days
+{% if refit %}- **Registered model refit** on the freshest labelled days {{ refit.window_start }} to {{ refit.window_end }} ({{ refit.rows }} transactions, {{ refit.frauds }} frauds) with the judged model's family and parameters; the metrics, slices and gate checks below are the judged model's (trained on the training window above), since the refit has no held-out week of its own.
+{% endif %}
 - Test window: {{ t.window.test_start }} to {{ t.window.test_end }} ({{ t.test_rows }} transactions, {{ t.test_frauds }} frauds; {{ t.removed_known_compromised }} transactions of already-known compromised cards removed)
 - Lake partitions: {{ t.partitions|length }} (`{{ t.partitions[0] if t.partitions else "-" }}` .. `{{ t.partitions[-1] if t.partitions else "-" }}`), admitted by GX validations {{ t.validation_ids|length }}
 - Data fingerprint: `{{ t.fingerprint[:16] }}`
@@ -77,14 +79,22 @@ td,th{border:1px solid #ccc;padding:.2em .6em}pre{white-space:pre-wrap}</style><
 <body><pre>{{ markdown }}</pre></body></html>"""
 
 
-def render_model_card(*, version: VersionRef, decision, training_set, reason: str) -> str:
+def render_model_card(*, version: VersionRef, decision, training_set, reason: str, refit=None) -> str:
     env = Environment(autoescape=False, trim_blocks=False)
     return env.from_string(_MD).render(
-        v=version, d=decision, t=training_set, reason=reason, baselines=HANDBOOK_BASELINES, limits=KNOWN_LIMITS
+        v=version,
+        d=decision,
+        t=training_set,
+        reason=reason,
+        refit=refit,
+        baselines=HANDBOOK_BASELINES,
+        limits=KNOWN_LIMITS,
     )
 
 
-def write_model_card(settings: Settings, *, version: VersionRef, decision, training_set, reason: str) -> str:
+def write_model_card(
+    settings: Settings, *, version: VersionRef, decision, training_set, reason: str, refit=None
+) -> str:
     """Write ``model_card.md`` and ``model_card.html`` next to the training set, log both to the
     version's run; return the Markdown path."""
     import mlflow
@@ -92,7 +102,9 @@ def write_model_card(settings: Settings, *, version: VersionRef, decision, train
 
     from fraudflow.tracking import configure_mlflow
 
-    markdown = render_model_card(version=version, decision=decision, training_set=training_set, reason=reason)
+    markdown = render_model_card(
+        version=version, decision=decision, training_set=training_set, reason=reason, refit=refit
+    )
     folder = settings.root / "model_cards"
     folder.mkdir(parents=True, exist_ok=True)
     md_path = folder / f"{version.name}-v{version.version}.md"

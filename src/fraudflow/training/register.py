@@ -7,7 +7,8 @@ from fraudflow import tags
 from fraudflow.lineage import record_lineage
 from fraudflow.registry import VersionRef, register_challenger, set_version_tags
 from fraudflow.settings import Settings
-from fraudflow.training.gate import GateDecision
+from fraudflow.training.judge import GateDecision
+from fraudflow.training.refit import Refit
 from fraudflow.training.training_set import TrainingSet
 
 
@@ -18,9 +19,15 @@ def register_best(
     training_set: TrainingSet,
     run_id: str | None = None,
     reason: str = "",
+    refit: Refit | None = None,
 ) -> VersionRef:
     """Register the gate-approved candidate as ``fraud-detector`` with alias ``challenger``,
-    tagged with its verdict and lineage; write its model card."""
+    tagged with its verdict and lineage; write its model card.
+
+    With ``refit`` the registered model is the refit on the freshest labelled days
+    (``fraudflow.training.refit``): its run and model, tagged with the judged run it refits;
+    the gate's metrics, threshold and test scores stay those of the judged model.
+    """
     from fraudflow.training.model_card import write_model_card
 
     if not decision.passed:
@@ -40,14 +47,20 @@ def register_best(
         tags.FEATURE_SERVICE: training_set.feature_service,
         tags.DATA_FINGERPRINT: training_set.fingerprint,
         tags.TRAINING_SET: training_set.folder,
+        tags.TEST_SCORES: best.scores_path,
         tags.REASON: (reason or "scheduled")[:4000],
     }
     if training_set.trigger.get("failed_checks"):
         version_tags[tags.FAILED_CHECKS] = "; ".join(training_set.trigger["failed_checks"])[:4000]
     if training_set.trigger.get("report_path"):
         version_tags[tags.DRIFT_REPORT] = training_set.trigger["report_path"]
-    version = register_challenger(settings, model_uri=best.model_uri, run_id=best.run_id, tags=version_tags)
-    card = write_model_card(settings, version=version, decision=decision, training_set=training_set, reason=reason)
+    if refit is not None:
+        version_tags |= {tags.REFIT_OF: refit.of_run_id, tags.REFIT_WINDOW: f"{refit.window_start}..{refit.window_end}"}
+    model_uri, model_run = (refit.model_uri, refit.run_id) if refit else (best.model_uri, best.run_id)
+    version = register_challenger(settings, model_uri=model_uri, run_id=model_run, tags=version_tags)
+    card = write_model_card(
+        settings, version=version, decision=decision, training_set=training_set, reason=reason, refit=refit
+    )
     set_version_tags(settings, version.version, {tags.MODEL_CARD: card})
     record_lineage(
         settings,

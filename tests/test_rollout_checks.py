@@ -1,0 +1,105 @@
+"""Shadow and canary checks judged on the rows the real router writes.
+
+Every frame here comes from ``RoutedScoring`` (the code inside the BentoML service) scoring
+lake transactions with real registered models, in process, and from its prediction log: no
+hand-built rows, so a check cannot pass on a row shape the router never writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fraudflow import registry, tags
+from fraudflow.deployment.checks import Thresholds, canary_check, shadow_check
+from fraudflow.deployment.controller import replay_sample
+from fraudflow.serving.prediction_log import read_predictions
+from fraudflow.serving.routing import RoutedScoring
+from fraudflow.serving.scoring import Transaction
+from fraudflow.serving.state import DeploymentState, write_state
+from tests.helpers import build_serving_home
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """Registry: v1 XGBoost, v2 MLP (champion, trained on the same set), v3 = v1 with an
+    operating threshold a tenth of its own (it flags far more transactions)."""
+    from fraudflow.training.train import train_candidate
+    from fraudflow.training.training_set import build_training_set
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("checks") / "home"))
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        frame = build_serving_home(settings, days=30, customers=600, terminals=1200)
+        last_day = frame["TX_DATETIME"].max().date()
+        training_set = build_training_set(settings, run_date=last_day, run_id="checks-test", reason="test")
+        mlp = train_candidate(settings, candidate="mlp", training_set=training_set)
+        registry.register_challenger(
+            settings,
+            model_uri=mlp.model_uri,
+            run_id=mlp.run_id,
+            tags={tags.CANDIDATE: "mlp", tags.THRESHOLD: f"{mlp.threshold:.6f}"},
+        )
+        registry.promote_challenger(settings)
+        v1 = registry.get_version(settings, "1")
+        loose = float(v1.tags[tags.THRESHOLD]) / 10
+        registry.register_challenger(
+            settings, model_uri=v1.source, run_id=v1.run_id, tags={**v1.tags, tags.THRESHOLD: f"{loose:.6f}"}
+        )
+        registry.drop_challenger(settings, "3")
+        yield settings
+
+
+def route(settings, state: DeploymentState, n: int = 400):
+    """Score ``n`` lake transactions through the router in ``state``; its log rows."""
+    write_state(settings, state)
+    since = dt.datetime.now(dt.UTC)
+    routing = RoutedScoring(settings)
+    routing.wait_until_loaded()
+    try:
+        for r in replay_sample(settings, n, seed=n).itertuples(index=False):
+            tx = Transaction(
+                transaction_id=int(r.TRANSACTION_ID),
+                tx_datetime=r.TX_DATETIME,
+                customer_id=str(r.CUSTOMER_ID),
+                terminal_id=str(r.TERMINAL_ID),
+                tx_amount=float(r.TX_AMOUNT),
+            )
+            routing.score([tx], "/score")
+    finally:
+        routing.close()  # finishes shadow scoring and flushes the log
+    return read_predictions(settings.predictions_dir, since=since)
+
+
+def test_shadow_passes_an_xgboost_challenger_against_an_mlp_champion(home):
+    rows = route(home, DeploymentState(champion="2", challenger="1", mode="shadow"))
+    check = shadow_check(rows, Thresholds.from_settings(home))
+    assert check.passed, check.reason
+    assert 0 < check.reported["decision_agreement"] <= 1
+    assert {"champion_vs_challenger_psi", "top_1pct_overlap"} <= set(check.reported)
+
+
+def test_shadow_fails_a_challenger_whose_alert_volume_explodes(home):
+    rows = route(home, DeploymentState(champion="2", challenger="3", mode="shadow"))
+    check = shadow_check(rows, Thresholds.from_settings(home))
+    assert not check.passed
+    assert "alert_volume_ratio" in check.reason and check.checks["alert_volume_ratio"]["value"] > 1.5
+
+
+def test_canary_counts_failures_the_champion_covered(home):
+    """Half the challenger's calls raise; the champion answers those: they still count."""
+    healthy = route(home, DeploymentState(champion="2", challenger="1", mode="canary", canary_share=0.5))
+    assert canary_check(healthy, Thresholds.from_settings(home)).passed
+
+    state = DeploymentState(champion="2", challenger="1", mode="canary", canary_share=0.5, challenger_fail_every=2)
+    rows = route(home, state)
+    covered = rows[rows["challenger_error"].notna()]
+    assert len(covered) > 50 and set(covered["served_by"]) == {"champion"}  # what the router writes
+    check = canary_check(rows, Thresholds.from_settings(home))
+    assert not check.passed and "error_rate" in check.reason
+    assert 0.3 < check.checks["error_rate"]["value"] < 0.7
