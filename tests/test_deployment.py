@@ -229,18 +229,19 @@ def _fraudflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
 
 
+def _shadow_stage(settings, service, version: str) -> dict:
+    """The first stage of a rollout of ``version``, as deploy_model's shadow task runs it."""
+    revision = read_state(settings).revision
+    return run_stage(
+        settings, service.url, stage="shadow", challenger=version, requests=250, expected_revision=revision
+    )
+
+
 def test_a_manual_rollback_during_a_rollout_is_not_overwritten(deployment):
     settings, service, bodies = deployment
     _ensure_previous(settings)
     version = _register_copy_of_champion(settings)
-    shadow = run_stage(
-        settings,
-        service.url,
-        stage="shadow",
-        challenger=version,
-        requests=250,
-        expected_revision=read_state(settings).revision,
-    )
+    shadow = _shadow_stage(settings, service, version)
     assert shadow["check"]["passed"], shadow["check"]["reason"]
 
     result = CliRunner().invoke(main, ["rollback"])  # a person, while the rollout waits to promote
@@ -256,14 +257,7 @@ def test_a_manual_rollback_during_a_rollout_is_not_overwritten(deployment):
 def test_a_challenger_registered_mid_rollout_is_not_promoted_by_it(deployment):
     settings, service, bodies = deployment
     staged = _register_copy_of_champion(settings)
-    shadow = run_stage(
-        settings,
-        service.url,
-        stage="shadow",
-        challenger=staged,
-        requests=250,
-        expected_revision=read_state(settings).revision,
-    )
+    shadow = _shadow_stage(settings, service, staged)
     newer = _register_copy_of_champion(settings)  # train_model registers meanwhile
     assert registry.aliases(settings)[registry.CHALLENGER] == newer
 
