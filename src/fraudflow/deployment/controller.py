@@ -189,9 +189,16 @@ def run_stage(
 
 
 def offline_test_scores(settings: Settings, version: str) -> np.ndarray | None:
-    """The version's scores on its held-out test window (what the gate certified), if recorded."""
-    path = get_version(settings, version).tags.get(tags.TEST_SCORES)
-    if not path or not Path(path).exists():
+    """The version's scores on its held-out test window (what the gate certified), if recorded.
+
+    A refit (tag ``REFIT_OF``) has no held-out week of its own: the scores it carries are the
+    judged model's, and comparing a different model's live scores with them measures the refit,
+    not online against offline (the full-size demo read 0.253 there). None: the check is skipped,
+    and errors, latency and alert volume judge the refit.
+    """
+    version_tags = get_version(settings, version).tags
+    path = version_tags.get(tags.TEST_SCORES)
+    if tags.REFIT_OF in version_tags or not path or not Path(path).exists():
         return None
     return pd.read_parquet(path, columns=["score"])["score"].to_numpy(float)
 
