@@ -113,3 +113,24 @@ def test_modules_stay_small_enough_to_read():
         if not m.ispkg
     }
     assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_validating_requests_builds_settings_at_most_once(monkeypatch):
+    """Reading settings lazily must not mean once per request: building Settings costs ~3 ms,
+    which once tripled the scoring service's CPU per request."""
+    import fraudflow.settings as settings_module
+    from fraudflow.serving import scoring
+
+    built = []
+    original = settings_module.Settings.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(settings_module.Settings, "__init__", counting)
+    monkeypatch.setenv("FRAUDFLOW_AMOUNT_CEILING", "12345")  # a value no earlier test cached
+    body = {"transaction_id": 1, "tx_datetime": "2018-04-01T10:00:00", "customer_id": "1", "terminal_id": "2"}
+    for i in range(100):
+        scoring.Transaction.model_validate({**body, "tx_amount": float(i)})
+    assert len(built) == 1
