@@ -67,10 +67,7 @@ def recent_partitions(settings: Settings, day: dt.date, limit: int) -> list[Publ
 def list_partitions(settings: Settings) -> list[dt.date]:
     if not settings.transactions_dir.is_dir():
         return []
-    return sorted(
-        partition_day(p.parent)
-        for p in part_files(settings.transactions_dir)
-    )
+    return sorted(partition_day(p.parent) for p in part_files(settings.transactions_dir))
 
 
 def read_lake(settings: Settings, *, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:

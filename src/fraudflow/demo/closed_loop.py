@@ -74,7 +74,6 @@ class DemoReport(BaseModel):
     drill_outcome: str = ""  # the drilled bad challenger: rolled back: <reason> (expected)
 
 
-
 def _ingested(outcomes: list[DagRunOutcome]) -> str:
     good = sum(o.state == "success" for o in outcomes)
     return f"{good}/{len(outcomes)} days published" if good == len(outcomes) else f"FAILED: {good}/{len(outcomes)}"
@@ -251,9 +250,7 @@ def _drift_round(
     _drill_bad_challenger(settings, stages, report, console, logical_date=last)
 
 
-def _monitor(
-    settings: Settings, config: DemoConfig, stages: Stages, report: DemoReport, console: Console
-) -> None:
+def _monitor(settings: Settings, config: DemoConfig, stages: Stages, report: DemoReport, console: Console) -> None:
     monitored = stages.dag(
         "monitor_drift (Evidently)",
         lambda: run_dag_logged(
@@ -334,7 +331,6 @@ def _monitoring_summary(settings: Settings, as_of: dt.date, run_id: str) -> dict
     return json.loads(path.read_text()) if path.exists() else None
 
 
-
 def _rollout_outcome(settings: Settings, version: str) -> str:
     for decision in reversed(read_decisions(settings)):
         if decision.get("stage") == "promote" and str(decision.get("version")) == version:
@@ -342,4 +338,3 @@ def _rollout_outcome(settings: Settings, version: str) -> str:
         if decision.get("stage") == "rollback" and str(decision.get("version")) == version:
             return f"rolled back: {decision.get('reason')}"
     return "no rollout decision recorded"
-

@@ -85,9 +85,7 @@ class VolumeRatio(BaseModel):
     champion_flags: int
 
 
-def alert_volume_ratio(
-    challenger_flags: pd.Series, champion_flags: pd.Series, confidence: float = 0.90
-) -> VolumeRatio:
+def alert_volume_ratio(challenger_flags: pd.Series, champion_flags: pd.Series, confidence: float = 0.90) -> VolumeRatio:
     """The ratio of flagged shares and its interval (log-ratio normal approximation, each count
     +0.5 so an empty side stays finite). A few hundred requests flag a handful of transactions:
     4 against 8 alerts is a ratio of 2 that means nothing, so the check judges the interval,
@@ -111,8 +109,10 @@ def _volume_check(challenger_flags: pd.Series, champion_flags: pd.Series, band: 
     volume = alert_volume_ratio(challenger_flags, champion_flags)
     outside = volume.lower > band or volume.upper < 1 / band
     check = _check("alert_volume_ratio", volume.ratio, [round(1 / band, 6), band], not outside)
-    return check | {"interval": [round(volume.lower, 4), round(volume.upper, 4)], "flags": [
-        volume.challenger_flags, volume.champion_flags]}
+    return check | {
+        "interval": [round(volume.lower, 4), round(volume.upper, 4)],
+        "flags": [volume.challenger_flags, volume.champion_flags],
+    }
 
 
 def top_k_overlap(champion: np.ndarray, challenger: np.ndarray, share: float = 0.01) -> float:

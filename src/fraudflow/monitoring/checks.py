@@ -25,9 +25,7 @@ from fraudflow.training.metrics import Metrics, evaluate_scores
 SCORE = "score"
 
 
-
 AMOUNT_COLUMNS = ["TX_AMOUNT", *[c for c in CUSTOMER_FEATURES if "AVG_AMOUNT" in c]]
-
 
 
 class MonitoringWindows(BaseModel):
@@ -36,7 +34,6 @@ class MonitoringWindows(BaseModel):
     recent_end: dt.date
     matured_start: dt.date  # performance: the newest days whose labels are older than the delay
     matured_end: dt.date
-
 
 
 def monitoring_windows(as_of: dt.date, *, days: int = 7, delay_days: int = LABEL_DELAY_DAYS) -> MonitoringWindows:
@@ -60,7 +57,6 @@ class ColumnDrift(BaseModel):
     drifted: bool
 
 
-
 class DriftCheck(BaseModel):
     name: str  # input_drift | prediction_drift
     passed: bool
@@ -76,7 +72,6 @@ class DriftCheck(BaseModel):
         return [c.column for c in self.columns if c.drifted]
 
 
-
 class PerformanceCheck(BaseModel):
     name: str = "performance"
     passed: bool
@@ -90,10 +85,8 @@ class PerformanceCheck(BaseModel):
     reason: str
 
 
-
 def drift_methods(settings: Settings) -> dict[str, str]:
     return {c: settings.drift_amount_method if c in AMOUNT_COLUMNS else settings.drift_method for c in MODEL_INPUTS}
-
 
 
 def _evidently_columns(snapshot: Any, methods: dict[str, str]) -> list[ColumnDrift]:
@@ -116,10 +109,8 @@ def _evidently_columns(snapshot: Any, methods: dict[str, str]) -> list[ColumnDri
     return out
 
 
-
 def _failed_tests(snapshot: Any) -> list[str]:
     return [t["name"] for t in snapshot.dict()["tests"] if "FAIL" in str(t["status"]).upper()]
-
 
 
 def check_input_drift(settings: Settings, reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path) -> DriftCheck:
@@ -168,7 +159,6 @@ def check_input_drift(settings: Settings, reference: pd.DataFrame, current: pd.D
     )
 
 
-
 def check_prediction_drift(
     settings: Settings, reference_scores: np.ndarray, current_scores: np.ndarray, source: str, out_dir: Path
 ) -> DriftCheck:
@@ -200,7 +190,6 @@ def check_prediction_drift(
     )
 
 
-
 def check_performance(
     scored: pd.DataFrame,
     *,
@@ -228,4 +217,3 @@ def check_performance(
         for k in reference
     ]
     return PerformanceCheck(passed=not failed, metrics=metrics, failed_metrics=failed, reason="; ".join(parts), **base)
-

@@ -41,14 +41,8 @@ from fraudflow.training.refit import REFIT_FILE
 log = logging.getLogger(__name__)
 
 
-
 class NoChampion(LookupError):
     """Nothing is in production yet: there is nothing to monitor."""
-
-
-
-
-
 
 
 class MonitoringResult(BaseModel):
@@ -70,13 +64,11 @@ class MonitoringResult(BaseModel):
         return "drift checks failed: " + "; ".join(self.failed_checks) if self.failed_checks else "all checks passed"
 
 
-
 def score_frame(champion: VersionRef, frame: pd.DataFrame) -> np.ndarray:
     from fraudflow.models.candidates import load_candidate_model
 
     spec, model = load_candidate_model(champion.uri)
     return np.asarray(spec.predict_proba(model, frame[MODEL_INPUTS]), dtype=np.float64)
-
 
 
 def load_reference(champion: VersionRef) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,7 +97,6 @@ def reference_scores(champion: VersionRef, test_ref: pd.DataFrame) -> np.ndarray
     return score_frame(champion, test_ref)
 
 
-
 def window_features(settings: Settings, start: dt.date, end: dt.date) -> pd.DataFrame:
     """Lake rows of ``[start, end]`` with their point-in-time features from the feature service."""
     from fraudflow.features.store import historical_features
@@ -115,7 +106,6 @@ def window_features(settings: Settings, start: dt.date, end: dt.date) -> pd.Data
     if rows.empty:
         return rows
     return historical_features(settings, rows)
-
 
 
 def logged_scores(settings: Settings, champion: VersionRef, start: dt.date, end: dt.date) -> pd.Series:
@@ -130,7 +120,6 @@ def logged_scores(settings: Settings, champion: VersionRef, start: dt.date, end:
     return mine["champion_score"].dropna().astype(float).reset_index(drop=True)
 
 
-
 def champion_reference_metrics(champion: VersionRef) -> dict[str, float]:
     try:
         return {
@@ -139,7 +128,6 @@ def champion_reference_metrics(champion: VersionRef) -> dict[str, float]:
         }
     except KeyError as exc:
         raise ValueError(f"fraud-detector v{champion.version} has no gate metric tag {exc}") from None
-
 
 
 def monitor_champion(settings: Settings, *, as_of: dt.date, run_id: str | None = None) -> MonitoringResult:

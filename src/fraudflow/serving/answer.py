@@ -75,6 +75,7 @@ def responses(
         for i, t in enumerate(transactions)
     ]
 
+
 def log_records(
     transactions: list[Transaction],
     features: pd.DataFrame,
