@@ -8,12 +8,13 @@ point-in-time join on a transaction's timestamp returns the handbook's value for
 from datetime import timedelta
 
 import pandas as pd
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, Int64, UnixTimestamp
+from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
 from fraudflow.features.compute import CUSTOMER_FEATURES, TERMINAL_FEATURES, WINDOWS, feature_dir
+from fraudflow.features.history import CUSTOMER_HISTORY, CUSTOMER_LIVE, TERMINAL_HISTORY, push_source
 from fraudflow.layout import PART_FILE, PARTITION_GLOB
 from fraudflow.schema import LABEL_DELAY_DAYS
 from fraudflow.settings import get_settings
@@ -96,4 +97,63 @@ fraud_detection_v1 = FeatureService(
     name="fraud_detection_v1",
     features=[transaction_request_features, customer_spending_fv, terminal_risk_fv],
     tags={"model_inputs": "15"},
+)
+
+
+# -- Real-time windows (fraudflow.features.history) -------------------------------------------
+# The scoring service computes the 12 window features at the instant of each request from the
+# entities' recent transactions, with the same function as the offline tables. Histories are
+# pushed (batch path after each day; the scoring path for each card transaction it scores);
+# nothing is materialized from these sources, which exist because a push source needs a batch
+# source.
+def _pushed(view: str) -> PushSource:
+    archive = FileSource(
+        name=f"{view}_archive",
+        path=str(feature_dir(_settings, view) / "history.parquet"),
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+    )
+    return PushSource(name=push_source(view), batch_source=archive)
+
+
+_seconds, _ids = Field(name="TX_SECONDS", dtype=Array(Int64)), Field(name="TX_IDS", dtype=Array(String))
+
+# A card's lake transactions of the last 30 days; THROUGH_SECONDS: the end of the newest lake day.
+customer_history_fv = FeatureView(
+    name=CUSTOMER_HISTORY,
+    entities=[customer],
+    ttl=timedelta(0),
+    schema=[_ids, _seconds, Field(name="TX_CENTS", dtype=Array(Int64)), Field(name="THROUGH_SECONDS", dtype=Int64)],
+    source=_pushed(CUSTOMER_HISTORY),
+    online=True,
+    tags={"owner": "fraudflow", "written_by": "batch"},
+)
+
+# The card's transactions scored live after THROUGH_SECONDS (written before each answer).
+customer_live_fv = FeatureView(
+    name=CUSTOMER_LIVE,
+    entities=[customer],
+    ttl=timedelta(0),
+    schema=[_ids, _seconds, Field(name="TX_CENTS", dtype=Array(Int64))],
+    source=_pushed(CUSTOMER_LIVE),
+    online=True,
+    tags={"owner": "fraudflow", "written_by": "scoring service"},
+)
+
+# A terminal's lake transactions of the last 37 days with labels (only the batch path knows labels).
+terminal_history_fv = FeatureView(
+    name=TERMINAL_HISTORY,
+    entities=[terminal],
+    ttl=timedelta(0),
+    schema=[_seconds, Field(name="TX_FRAUD", dtype=Array(Int64)), Field(name="THROUGH_SECONDS", dtype=Int64)],
+    source=_pushed(TERMINAL_HISTORY),
+    online=True,
+    tags={"owner": "fraudflow", "written_by": "batch", "label_delay_days": str(LABEL_DELAY_DAYS)},
+)
+
+# What the scoring service reads per request.
+fraud_detection_realtime_v1 = FeatureService(
+    name="fraud_detection_realtime_v1",
+    features=[customer_history_fv, customer_live_fv, terminal_history_fv],
+    tags={"windows": "computed per request by fraudflow.features.compute.window_features"},
 )

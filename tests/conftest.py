@@ -55,3 +55,19 @@ def small_history():
     from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
 
     return simulate_transactions(SimulationConfig(days=10, customers=300, terminals=600, seed=7))
+
+
+@pytest.fixture(scope="session")
+def serving_home(tmp_path_factory):
+    """A home a scoring service can start on (``tests.helpers.build_serving_home``), shared by
+    the serving and real-time feature tests: ``(settings, lake rows)``. Built once (~35 s);
+    tests that change it only add transactions after its last lake day."""
+    from tests.helpers import build_serving_home
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("serving") / "home"))
+        from fraudflow.settings import get_settings
+
+        settings = get_settings()
+        frame = build_serving_home(settings)
+    return settings, frame  # FRAUDFLOW_HOME is not left set: users pass settings explicitly

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from fraudflow import tags
@@ -248,7 +249,7 @@ def test_features_and_training_on_celery_register_in_the_mlflow_server(productio
     online_keys = redis.Redis.from_url(env["FRAUDFLOW_REDIS_URL"] + "/1").dbsize()
     assert online_keys > 500  # customers and terminals materialized into Redis db 1
     registry_rows = _sql(env, "feast", "select count(*) from feature_services")[0][0]
-    assert registry_rows == 1  # fraud_detection_v1 in Feast's SQL registry
+    assert registry_rows == 2  # fraud_detection_v1 and fraud_detection_realtime_v1 in Feast's SQL registry
 
     _run(env, "train_model", LAST, {"reason": "production profile test", "candidate_params": {"mlp": {"epochs": 3}}})
     client = MlflowClient(env["FRAUDFLOW_MLFLOW_SERVER_URL"])
@@ -278,9 +279,31 @@ def test_the_scoring_service_reads_the_mlflow_server_and_redis(production, monke
             "tx_amount": float(row.TX_AMOUNT),
         }
         answer = httpx.post(f"{service.url}/score", json=body, timeout=10).json()
+        # The same card a minute later: its windows count the transaction just pushed to Redis.
+        later = {
+            **body,
+            "transaction_id": 990_000_001,
+            "tx_datetime": (row.TX_DATETIME + pd.Timedelta("1min")).isoformat(),
+        }
+        second = httpx.post(f"{service.url}/score", json=later, timeout=10).json()
         health = httpx.get(f"{service.url}/healthz", timeout=10).json()
     finally:
-        service.stop()
+        service.stop()  # flushes the prediction log
     assert answer["model_version"] == moved[registry.CHAMPION]
-    assert not answer.get("degraded"), answer  # both entities found in the Redis online store
+    assert not answer.get("degraded") and not second.get("degraded"), (answer, second)
+    served = _served_features(settings, [body["transaction_id"], later["transaction_id"]])
+    assert served[1]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == served[0]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] + 1
+    import redis
+
+    live_keys = redis.Redis.from_url(env["FRAUDFLOW_REDIS_URL"] + "/1").keys("*")
+    assert live_keys  # Feast's Redis online store holds the histories (db 1)
     assert health["feature_store"] == "ok"
+
+
+def _served_features(settings, ids: list[int]) -> list[dict]:
+    """What the service fed the model for ``ids``, in order (its prediction log)."""
+    from fraudflow.serving.prediction_log import read_predictions
+
+    log = read_predictions(settings.predictions_dir).drop_duplicates("transaction_id", keep="last")
+    by_id = {str(r.transaction_id): r.features for r in log.itertuples()}
+    return [json.loads(by_id[str(i)]) if isinstance(by_id[str(i)], str) else by_id[str(i)] for i in ids]

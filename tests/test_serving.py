@@ -1,8 +1,8 @@
 """The BentoML scoring service, as real `bentoml serve` processes spoken to over HTTP.
 
-One small home (lake, features, Feast online store, a registered champion) is built without
-Airflow; three servers start on it side by side: the normal one, one whose online store is
-gone (degraded mode) and one behind a bearer token.
+One small home (lake, features, Feast online store, a registered champion; the session's
+``serving_home``) is built without Airflow; three servers start on it side by side: the
+normal one, one whose online store is gone (degraded mode) and one behind a bearer token.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import pytest
 from fraudflow import registry, tags
 from fraudflow.features.compute import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
 from fraudflow.serving.scoring import FeatureLookup, Scorer, Transaction
-from tests.helpers import build_serving_home
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,17 +36,6 @@ METRICS = (
     "fraudflow_errors_total",
     "fraudflow_requests_total",
 )
-
-
-@pytest.fixture(scope="module")
-def serving_home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FRAUDFLOW_HOME", str(tmp_path_factory.mktemp("serving") / "home"))
-        from fraudflow.settings import get_settings
-
-        settings = get_settings()
-        frame = build_serving_home(settings)
-        yield settings, frame
 
 
 class Server:

@@ -87,6 +87,43 @@ def _windows(codes: np.ndarray, seconds: np.ndarray, values: np.ndarray, lo: int
     return (end - start).astype(np.int64), csum[end] - csum[start]
 
 
+def window_features(table: str, codes: np.ndarray, seconds: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
+    """The six window features of ``table`` for rows sorted by (entity code, seconds).
+
+    The one definition of the windows, used by the offline tables (:func:`compute_features`,
+    every entity at once) and by the scoring service (one card's or terminal's history plus the
+    transaction being scored, see ``fraudflow.features.history``).
+
+    Args:
+        table: ``customer`` (``values``: amounts in integer cents) or ``terminal`` (``values``:
+            fraud labels 0/1).
+        codes: Integer entity codes (all zeros for one entity).
+        seconds: Transaction times in whole seconds (any common origin).
+    """
+    columns: dict[str, np.ndarray] = {}
+    for n in WINDOWS:
+        if table == "customer":  # (t - n days, t], the transaction itself included
+            count, amount = _windows(codes, seconds, values, n * _DAY, 0)
+            columns[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count
+            columns[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = amount / np.maximum(count, 1) / 100
+        else:  # (t - delay - n days, t - delay]: only labels older than the delay
+            lo, hi = (LABEL_DELAY_DAYS + n) * _DAY, LABEL_DELAY_DAYS * _DAY
+            count, fraud_count = _windows(codes, seconds, values, lo, hi)
+            columns[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count
+            columns[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(count > 0, fraud_count / np.maximum(count, 1), 0.0)
+    return columns
+
+
+def amount_cents(amounts: np.ndarray) -> np.ndarray:
+    """Amounts as integer cents: window sums stay exact (and equal offline and online)."""
+    return np.round(np.asarray(amounts, dtype=np.float64) * 100).astype(np.int64)
+
+
+def epoch_seconds(when: np.ndarray) -> np.ndarray:
+    """Naive-UTC datetime64 values as whole epoch seconds (the windows' time unit)."""
+    return np.asarray(when).astype("datetime64[s]").astype(np.int64)
+
+
 def compute_features(transactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Customer and terminal feature rows for every transaction of ``transactions``.
 
@@ -96,31 +133,19 @@ def compute_features(transactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """
     tx = transactions
     naive = tx["TX_DATETIME"].to_numpy().astype("datetime64[us]")
-    seconds_all = naive.astype("datetime64[s]").astype(np.int64)
+    seconds_all = epoch_seconds(naive)
     seconds_all = seconds_all - seconds_all.min() if len(tx) else seconds_all
-    cents = np.round(tx["TX_AMOUNT"].to_numpy() * 100).astype(np.int64)  # integer sums stay exact
-    frauds = tx["TX_FRAUD"].to_numpy().astype(np.int64)
+    values_of = {"customer": amount_cents(tx["TX_AMOUNT"].to_numpy()), "terminal": tx["TX_FRAUD"].to_numpy()}
     out = {}
     for table, entity in (("customer", "CUSTOMER_ID"), ("terminal", "TERMINAL_ID")):
         codes_all = pd.factorize(tx[entity])[0].astype(np.int64)
         order = np.lexsort((seconds_all, codes_all))
-        codes, seconds = codes_all[order], seconds_all[order]
         columns: dict[str, np.ndarray] = {
             entity: tx[entity].to_numpy()[order],
             "TRANSACTION_ID": tx["TRANSACTION_ID"].to_numpy()[order],
         }
-        for n in WINDOWS:
-            if table == "customer":
-                count, amount = _windows(codes, seconds, cents[order], n * _DAY, 0)
-                columns[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count
-                columns[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = amount / np.maximum(count, 1) / 100
-            else:
-                lo, hi = (LABEL_DELAY_DAYS + n) * _DAY, LABEL_DELAY_DAYS * _DAY
-                count, fraud_count = _windows(codes, seconds, frauds[order], lo, hi)
-                columns[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count
-                columns[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(
-                    count > 0, fraud_count / np.maximum(count, 1), 0.0
-                )
+        values = values_of[table].astype(np.int64)[order]
+        columns.update(window_features(table, codes_all[order], seconds_all[order], values))
         by_time = np.argsort(seconds_all[order], kind="stable")
         frame = pd.DataFrame({k: v[by_time] for k, v in columns.items()})
         frame.insert(1, "event_timestamp", pd.DatetimeIndex(naive[order][by_time]).tz_localize("UTC"))

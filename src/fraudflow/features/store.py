@@ -18,10 +18,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from fraudflow.features.compute import LOOKBACK_DAYS, MODEL_INPUTS
+from fraudflow.features.history import push_batch_history
 from fraudflow.lineage import record_lineage
 from fraudflow.settings import Settings, repo_root
 
 FEATURE_SERVICE = "fraud_detection_v1"
+# The views materialized from the offline tables (the history views are pushed, not materialized).
+MATERIALIZED_VIEWS = ("customer_spending", "terminal_risk")
 ENTITY_COLUMNS = ["CUSTOMER_ID", "TERMINAL_ID"]
 REQUEST_COLUMNS = ["tx_amount", "tx_datetime"]
 
@@ -84,10 +87,10 @@ def open_store(settings: Settings):
 
 
 def _repo_objects() -> list[Any]:
-    from feast import Entity, FeatureService, FeatureView, FileSource, RequestSource
+    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource, RequestSource
     from feast.on_demand_feature_view import OnDemandFeatureView
 
-    kinds = (Entity, FeatureService, FeatureView, FileSource, RequestSource, OnDemandFeatureView)
+    kinds = (Entity, FeatureService, FeatureView, FileSource, PushSource, RequestSource, OnDemandFeatureView)
     objects = []
     for path in sorted(feature_repo_path().glob("*.py")):
         spec = importlib.util.spec_from_file_location(f"fraudflow_feature_repo_{path.stem}", path)
@@ -106,7 +109,8 @@ def apply_feature_repo(settings: Settings) -> list[str]:
 
 
 def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | None = None) -> Materialization:
-    """Load the latest feature values up to ``end`` into the online store.
+    """Load the latest feature values up to ``end`` into the online store, and push every card's
+    and terminal's recent history (what the scoring service computes its windows from).
 
     Feast's ``materialize_incremental`` starts a view's first run at ``now - ttl``, which skips
     any history older than the TTL (all of the simulated 2018 data). The first run is therefore
@@ -115,19 +119,21 @@ def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | No
     started = time.perf_counter()
     store = open_store(settings)
     end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
-    views = store.list_feature_views()
+    views = [v for v in store.list_feature_views() if v.name in MATERIALIZED_VIEWS]
+    names = [v.name for v in views]
     if views and all(v.materialization_intervals for v in views):
-        store.materialize_incremental(end_date=end)
+        store.materialize_incremental(end_date=end, feature_views=names)
         start, mode = None, "incremental"
     else:
         start, mode = end - dt.timedelta(days=LOOKBACK_DAYS + 1), "initial"
-        store.materialize(start_date=start, end_date=end)
+        store.materialize(start_date=start, end_date=end, feature_views=names)
+    history = push_batch_history(settings, store, end=end, run_id=run_id)
     record_lineage(
         settings,
         stage="materialize_online",
         run_id=run_id,
         read={"feature_views": [v.name for v in views], "until": end.isoformat()},
-        wrote={"online_store": settings.online_store, "mode": mode},
+        wrote={"online_store": settings.online_store, "mode": mode, "histories": history.model_dump(mode="json")},
     )
     return Materialization(start=start, end=end, mode=mode, seconds=round(time.perf_counter() - started, 3))
 

@@ -113,7 +113,9 @@ def _failed_tests(snapshot: Any) -> list[str]:
     return [t["name"] for t in snapshot.dict()["tests"] if "FAIL" in str(t["status"]).upper()]
 
 
-def check_input_drift(settings: Settings, reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path) -> DriftCheck:
+def check_input_drift(
+    settings: Settings, reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, source: str = "lake"
+) -> DriftCheck:
     """Evidently drift on the 15 model inputs; fails when more than
     ``drift_max_drifted_inputs`` columns drift (a condition on Evidently's column count)."""
     from evidently import DataDefinition, Dataset, Report
@@ -155,7 +157,7 @@ def check_input_drift(settings: Settings, reference: pd.DataFrame, current: pd.D
         report_html=str(html),
         reference_rows=len(reference),
         current_rows=len(current),
-        current_source="lake",
+        current_source=source,
     )
 
 

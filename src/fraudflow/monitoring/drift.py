@@ -108,16 +108,33 @@ def window_features(settings: Settings, start: dt.date, end: dt.date) -> pd.Data
     return historical_features(settings, rows)
 
 
-def logged_scores(settings: Settings, champion: VersionRef, start: dt.date, end: dt.date) -> pd.Series:
-    """The champion's live scores for transactions dated in ``[start, end]`` (prediction log)."""
+def _logged(settings: Settings, champion: VersionRef, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Prediction-log rows of transactions dated in ``[start, end]`` that the champion scored."""
     from fraudflow.serving.prediction_log import read_predictions
 
     log_frame = read_predictions(settings.predictions_dir)
     if log_frame.empty:
-        return pd.Series(dtype=float)
+        return log_frame
     day = pd.to_datetime(log_frame["tx_datetime"], utc=True, format="ISO8601").dt.date
     mine = log_frame[(day >= start) & (day <= end) & (log_frame["champion_version"].astype(str) == champion.version)]
-    return mine["champion_score"].dropna().astype(float).reset_index(drop=True)
+    return mine[mine["champion_score"].notna()].reset_index(drop=True)
+
+
+def logged_scores(settings: Settings, champion: VersionRef, start: dt.date, end: dt.date) -> pd.Series:
+    """The champion's live scores for transactions dated in ``[start, end]`` (prediction log)."""
+    mine = _logged(settings, champion, start, end)
+    return mine["champion_score"].astype(float) if len(mine) else pd.Series(dtype=float)
+
+
+def logged_inputs(settings: Settings, champion: VersionRef, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """The 15 model inputs the service served for transactions dated in ``[start, end]``
+    (prediction log; one row per transaction, the last answer when a client retried)."""
+    mine = _logged(settings, champion, start, end)
+    if mine.empty:
+        return pd.DataFrame(columns=MODEL_INPUTS)
+    mine = mine.drop_duplicates("transaction_id", keep="last")
+    rows = [json.loads(f) if isinstance(f, str) else f for f in mine["features"]]
+    return pd.DataFrame(rows, columns=MODEL_INPUTS).astype(float)
 
 
 def champion_reference_metrics(champion: VersionRef) -> dict[str, float]:
@@ -142,8 +159,15 @@ def monitor_champion(settings: Settings, *, as_of: dt.date, run_id: str | None =
 
     train_ref, test_ref = load_reference(champion)
     frame, recent = _scored_windows(settings, champion, windows)
-    input_drift = check_input_drift(settings, train_ref, recent, out_dir)
     current_scores, source = _current_scores(settings, champion, windows, recent)
+    # What the service fed the model (equal to the offline features since serving computes the
+    # windows per request); the lake's point-in-time features when the log is too thin.
+    served = logged_inputs(settings, champion, windows.recent_start, windows.recent_end) if source != "lake" else None
+    input_drift = (
+        check_input_drift(settings, train_ref, recent, out_dir)
+        if served is None
+        else check_input_drift(settings, train_ref, served, out_dir, source="prediction_log")
+    )
     prediction_drift = check_prediction_drift(
         settings, reference_scores(champion, test_ref), current_scores, source, out_dir
     )

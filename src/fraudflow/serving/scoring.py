@@ -6,15 +6,22 @@ as the HTTP service:
 - ``Transaction`` / ``ScoreResponse``: the request and response models (pydantic).
 - ``Scorer``: one registered model version (champion or challenger), its family's loader and
   its F1 threshold (version tag ``fraudflow.threshold``).
-- ``FeatureLookup``: the 12 entity features from Feast's online store plus the 3 request-time
-  inputs from :func:`fraudflow.features.request_time_features` (the code training used).
+- ``FeatureLookup``: the 12 window features computed at the instant of each transaction from
+  the card's and terminal's recent history in Feast's online store (``fraudflow.features.
+  history``; the scored transaction is pushed into its card's history before the answer), plus
+  the 3 request-time inputs from :func:`fraudflow.features.request_time_features`: the code
+  training used for all 15.
 
-Degraded mode: an entity the online store does not know (or whose row is null) gets the
-defaults below and ``degraded=True``; if the online store itself fails, every row gets the
-defaults and the reason ``feature store unavailable: <error class>``. A lookup never raises.
+Degraded mode: an entity the online store has no history for is scored on the request alone
+and answered ``degraded=True`` (``unknown customer`` / ``unknown terminal``); for a card's
+first transaction that is also the offline value. If the online store fails, every row is
+scored on the request alone with the reason ``feature store unavailable: <error class>``, and
+nothing is pushed (a partial history would overwrite the card's live entries); if only the
+push fails, the answer is right but the reason ``history not recorded: <error class>`` says the
+card's next transactions will not count this one until the daily batch. A lookup never raises.
 
-Defaults: window counts 0, terminal risks 0, customer average amounts = the transaction's
-own amount.
+The request-alone values: card counts 1 and average amounts the transaction's own amount,
+terminal counts and risks 0.
 """
 
 from __future__ import annotations
@@ -163,25 +170,17 @@ class FeatureLookup:
         self._open()
 
     def _open(self) -> None:
-        """Open the store and read the feature service's view:feature refs (loads the registry)."""
-        from fraudflow.features.store import FEATURE_SERVICE, open_store
+        """Open the store and check that it knows the history views (loads the registry)."""
+        from fraudflow.features.history import OnlineHistories
+        from fraudflow.features.store import open_store
 
         self._opened_at = time.monotonic()
         try:
-            store = open_store(self.settings)
-            service = store.get_feature_service(FEATURE_SERVICE)
-            refs = {
-                f.name: f"{p.name_to_use()}:{f.name}"
-                for p in service.feature_view_projections
-                for f in p.features
-                if f.name in ENTITY_FEATURES
-            }
-            if missing := [f for f in ENTITY_FEATURES if f not in refs]:
-                raise LookupError(f"feature service {FEATURE_SERVICE} lacks {missing}")
+            histories = OnlineHistories(open_store(self.settings))
         except Exception as exc:  # reported as degraded, never raised
             self.store, self.error = None, f"feature store unavailable: {type(exc).__name__}"
             return
-        self.store, self.refs, self.error = store, [refs[f] for f in ENTITY_FEATURES], None
+        self.store, self.error = histories, None
 
     @property
     def ready(self) -> bool:
@@ -196,34 +195,44 @@ class FeatureLookup:
             self._open()
         if self.store is None:
             return None
-        rows = [{"CUSTOMER_ID": c, "TERMINAL_ID": t} for c, t in zip(customers, terminals, strict=True)]
         try:
-            return self.store.get_online_features(features=self.refs, entity_rows=rows).to_dict()
+            return self.store.read(customers, terminals)
         except Exception as exc:  # reported as degraded, never raised
             self.error = f"feature store unavailable: {type(exc).__name__}"
             return None
 
     def lookup(self, transactions: Sequence[Transaction]) -> tuple[pd.DataFrame, np.ndarray, list[str | None]]:
-        """``(X, degraded, reasons)``: X holds ``MODEL_INPUTS`` in order, one row per transaction."""
+        """``(X, degraded, reasons)``: X holds ``MODEL_INPUTS`` in order, one row per transaction.
+
+        The transactions enter their cards' histories (pushed) before this returns.
+        """
+        from fraudflow.features.history import served_windows
+
         n = len(transactions)
         amounts = np.fromiter((t.tx_amount for t in transactions), dtype=np.float64, count=n)
         when = np.array([np.datetime64(t.tx_datetime.replace(tzinfo=None), "us") for t in transactions])
         columns: dict[str, np.ndarray] = request_time_arrays(amounts, when)
-        data = self._online([str(t.customer_id) for t in transactions], [str(t.terminal_id) for t in transactions])
-        nan = np.full(n, np.nan)
-        values = {f: nan if data is None else np.array(data[f], dtype=np.float64) for f in ENTITY_FEATURES}
-        unknown_customer = np.isnan(np.column_stack([values[f] for f in CUSTOMER_FEATURES])).any(axis=1)
-        unknown_terminal = np.isnan(np.column_stack([values[f] for f in TERMINAL_FEATURES])).any(axis=1)
+        customers = [str(t.customer_id) for t in transactions]
+        terminals = [str(t.terminal_id) for t in transactions]
+        data = self._online(customers, terminals)
+        ids = [str(t.transaction_id) for t in transactions]
+        windows = served_windows(data, ids, customers, terminals, when, amounts)
         for f in ENTITY_FEATURES:
-            default = amounts if "_AVG_AMOUNT_" in f else 0.0
-            columns[f] = np.where(np.isnan(values[f]), default, values[f])
+            columns[f] = np.asarray(windows.features[f], dtype=np.float64)
         features = pd.DataFrame({c: columns[c] for c in MODEL_INPUTS})
-        degraded = unknown_customer | unknown_terminal
+        unknown_customer = ~np.asarray(windows.known_customer)
+        unknown_terminal = ~np.asarray(windows.known_terminal)
         if data is None:
-            reasons: list[str | None] = [self.error] * n
-        else:
-            reasons = [None] * n
-            for i in np.flatnonzero(degraded):
-                parts = [UNKNOWN_CUSTOMER] * bool(unknown_customer[i]) + [UNKNOWN_TERMINAL] * bool(unknown_terminal[i])
-                reasons[i] = "; ".join(parts)
+            return features, np.ones(n, dtype=bool), [self.error] * n
+        push_error = None
+        if windows.live_rows:
+            try:
+                self.store.write_live(windows.live_rows)
+            except Exception as exc:  # the answer is still right; later ones miss this transaction
+                push_error = f"history not recorded: {type(exc).__name__}"
+        degraded = unknown_customer | unknown_terminal | (push_error is not None)
+        reasons: list[str | None] = [None] * n
+        for i in np.flatnonzero(degraded):
+            parts = [UNKNOWN_CUSTOMER] * bool(unknown_customer[i]) + [UNKNOWN_TERMINAL] * bool(unknown_terminal[i])
+            reasons[i] = "; ".join(parts + [push_error] * (push_error is not None))
         return features, degraded, reasons

@@ -22,8 +22,9 @@ HANDBOOK_BASELINES = {
 
 KNOWN_LIMITS = [
     "Trained and tested on simulated transactions (Fraud Detection Handbook design); real card data differs.",
-    "Online customer and terminal features are those of the entity's last materialized transaction: a live "
-    "request does not yet count itself in its customer's windows, while training rows do.",
+    "Served window features are computed per request from the card's and terminal's history with the "
+    "offline definition; two workers scoring one card within milliseconds can drop one live entry until "
+    "the next daily batch.",
     "The decision threshold maximises F1 on the same test window the metrics are reported on.",
     "Labels are assumed complete after 7 days; later chargebacks are not reflected.",
     "TX_FRAUD_SCENARIO is simulation ground truth and never a model input (used for slices only).",
