@@ -219,7 +219,10 @@ class FeatureLookup:
         windows = served_windows(data, ids, customers, terminals, when, amounts)
         for f in ENTITY_FEATURES:
             columns[f] = np.asarray(windows.features[f], dtype=np.float64)
-        features = pd.DataFrame({c: columns[c] for c in MODEL_INPUTS})
+        # One float block (a dict of 15 columns costs ~0.35 ms of pandas per request).
+        features = pd.DataFrame(
+            np.column_stack([columns[c] for c in MODEL_INPUTS]).astype(np.float64), columns=MODEL_INPUTS
+        )
         unknown_customer = ~np.asarray(windows.known_customer)
         unknown_terminal = ~np.asarray(windows.known_terminal)
         if data is None:
