@@ -1,16 +1,25 @@
 """Rollout speed and safety under steady load: how long a registered challenger takes to reach
-production through shadow and canary, and how many client requests fail while the service
-switches (promote, then a rollback of a drilled bad challenger).
+production through shadow and canary, how many client requests fail while the service
+switches (promote, then a rollback of a drilled bad challenger), and what a worker killed with
+SIGKILL in the middle of a canary costs.
 
-Targets: failed requests during promote and during rollback: 0 (at 200 req/s offered).
+Targets: failed requests during promote and during rollback: 0 (at 200 req/s offered); with a
+worker killed during canary, the rollout still decides and no request fails except those in
+flight on the killed worker.
 
 Steps: build a serving home like ``tests.helpers.build_serving_home`` (or reuse ``--home``),
-start ``bentoml serve`` with 2 workers, offer an open-loop load of ``--rate`` req/s (requests
-scheduled at even intervals from a pool of keep-alive connections; the rate reached is
-reported), register a good challenger (a copy of the champion) and drive
-``run_stage`` shadow -> canary -> ``promote`` with the default request counts, then register a
-challenger whose every second call fails and drive it to its automatic rollback. Client
-failures are counted per phase. The load client runs on the same 2 cores as the service.
+start ``bentoml serve`` with 2 workers, offer an open-loop load of ``--rate`` req/s from a
+separate process (``_bench.open_loop``; the rate reached is reported), then:
+
+1. register a good challenger (a copy of the champion) and drive ``run_stage`` shadow ->
+   canary -> ``promote`` with the default request counts;
+2. register a challenger whose every second call fails and drive it to its automatic rollback;
+3. register another good challenger and, 2 s into its canary, ``kill -9`` one of the two
+   workers; the rollout goes on. A failed request counts as "in flight on the killed worker"
+   when it was sent before the kill and answered (with an error) after it; any other failure
+   is a request the kill should not have cost.
+
+Client failures are counted per phase. The load process runs on the same 2 cores as the service.
 
     .venv/bin/python benchmarks/rollout.py [--home DIR] [--rate 200]
 """
@@ -18,53 +27,76 @@ failures are counted per phase. The load client runs on the same 2 cores as the 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from _bench.env import use_home
+from _bench.open_loop import OpenLoopLoad
 from _bench.output import log, print_table
 
 
-class SteadyLoad(threading.Thread):
-    """Open-loop load: request i is due at start + i / rate; statuses are kept by phase."""
+class Phases:
+    """Named time spans on the monotonic clock, to bucket the load's requests by what the
+    service was doing when each was sent."""
 
-    def __init__(self, url: str, bodies: list[dict], rate: float, connections: int = 8) -> None:
+    def __init__(self) -> None:
+        self.starts: list[tuple[float, str]] = [(time.monotonic(), "warm-up")]
+
+    def enter(self, name: str) -> None:
+        self.starts.append((time.monotonic(), name))
+
+    def run(self, name: str, fn):
+        self.enter(name)
+        return fn()
+
+    def of(self, instant: float) -> str:
+        name = self.starts[0][1]
+        for start, phase in self.starts:
+            if start > instant:
+                break
+            name = phase
+        return name
+
+
+def service_workers(service_pid: int) -> list:
+    """The worker processes of a ``bentoml serve`` (children running the service), oldest first."""
+    import psutil
+
+    children = psutil.Process(service_pid).children(recursive=True)
+    workers = [p for p in children if any("worker" in part for part in p.cmdline())]
+    return sorted(workers, key=lambda p: p.create_time())
+
+
+class WorkerKill(threading.Thread):
+    """SIGKILL one service worker ``after`` seconds into the canary of ``version``."""
+
+    def __init__(self, settings, service_pid: int, version: str, after: float = 2.0) -> None:
         super().__init__(daemon=True)
-        self.url, self.bodies, self.rate, self.connections = url, bodies, rate, connections
-        self.phase, self.stop_event = "warm-up", threading.Event()
-        self.statuses: dict[str, dict[str, int]] = {}
-        self.lock = threading.Lock()
-
-    def _worker(self, k: int, started: float) -> None:
-        import httpx
-
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            i = k
-            while not self.stop_event.is_set():
-                delay = started + i / self.rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                try:
-                    code = str(client.post("/score", json=self.bodies[i % len(self.bodies)]).status_code)
-                except httpx.HTTPError as exc:
-                    code = type(exc).__name__
-                with self.lock:
-                    phase = self.statuses.setdefault(self.phase, {})
-                    phase[code] = phase.get(code, 0) + 1
-                i += self.connections
+        self.settings, self.service_pid, self.version, self.after = settings, service_pid, version, after
+        self.killed_at: float | None = None
+        self.killed_pid: int | None = None
+        self.workers_before = 0
 
     def run(self) -> None:
-        started = self.started = time.perf_counter()
-        with ThreadPoolExecutor(self.connections) as pool:
-            for k in range(self.connections):
-                pool.submit(self._worker, k, started)
+        from fraudflow.serving.state import read_state
 
-    def in_phase(self, name: str, fn):
-        self.phase = name
-        started = time.perf_counter()
-        result = fn()
-        return result, time.perf_counter() - started
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            state = read_state(self.settings)
+            if state.mode == "canary" and state.challenger == self.version:
+                break
+            time.sleep(0.1)
+        else:
+            return
+        time.sleep(self.after)
+        workers = service_workers(self.service_pid)
+        self.workers_before = len(workers)
+        victim = workers[-1]
+        self.killed_at = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        self.killed_pid = victim.pid
 
 
 def challenger_copy(settings, reason: str) -> str:
@@ -77,8 +109,8 @@ def challenger_copy(settings, reason: str) -> str:
     ).version
 
 
-def roll_out(settings, load: SteadyLoad, url: str, version: str, drill: dict | None) -> tuple[str, float]:
-    """shadow -> canary -> promote or rollback, as deploy_model drives it; (outcome, seconds)."""
+def roll_out(settings, phases: Phases, url: str, version: str, drill: dict | None, label: str) -> dict:
+    """shadow -> canary -> promote or rollback, as deploy_model drives it."""
     from fraudflow.deployment.controller import promote, reject_challenger, run_stage
     from fraudflow.serving.state import read_state
 
@@ -87,8 +119,8 @@ def roll_out(settings, load: SteadyLoad, url: str, version: str, drill: dict | N
     stages = {}
     for stage in ("shadow", "canary"):
         requests = settings.shadow_requests if stage == "shadow" else settings.canary_requests
-        decision, _ = load.in_phase(
-            stage,
+        decision = phases.run(
+            f"{label}: {stage}",
             lambda s=stage, n=requests, r=revision: run_stage(
                 settings, url, stage=s, challenger=version, requests=n, expected_revision=r, drill=drill
             ),
@@ -97,18 +129,20 @@ def roll_out(settings, load: SteadyLoad, url: str, version: str, drill: dict | N
         if not decision["check"]["passed"]:
             break
     if all(d["check"]["passed"] for d in stages.values()):
-        load.in_phase("promote", lambda: promote(settings, url, version=version, expected_revision=revision))
+        phases.run(f"{label}: promote", lambda: promote(settings, url, version=version, expected_revision=revision))
         outcome = "promoted"
     else:
         reason = next(d["check"]["reason"] for d in stages.values() if not d["check"]["passed"])
-        load.in_phase(
-            "rollback",
+        phases.run(
+            f"{label}: rollback",
             lambda: reject_challenger(settings, reason, url, version=version, expected_revision=revision),
         )
         outcome = f"rolled back ({reason})"
-    load.phase = f"after {outcome.split()[0]}"
+    seconds = time.perf_counter() - started
+    phases.enter(f"{label}: after")
     time.sleep(2)  # requests in flight across the switch land in the phase that sent them
-    return outcome, time.perf_counter() - started
+    replay_failed = sum(d.get("replay", {}).get("failed", 0) for d in stages.values())
+    return {"version": version, "outcome": outcome, "seconds": seconds, "replay_failed": replay_failed}
 
 
 def main() -> None:
@@ -136,36 +170,47 @@ def main() -> None:
         }
         for r in replay_sample(settings, 200).itertuples(index=False)
     ]
-    load = SteadyLoad(service.url, bodies, args.rate)
+    phases, rollouts = Phases(), []
+    kill = None
     try:
-        load.start()
-        time.sleep(3)
-        good = challenger_copy(settings, "benchmark: a good challenger")
-        log(f"v{good} registered: rolling out under load")
-        good_outcome, good_seconds = roll_out(settings, load, service.url, good, None)
-        bad = challenger_copy(settings, "benchmark: a challenger failing every second call")
-        log(f"v{bad} registered (drill): rolling out under load")
-        drill = {"stage": "canary", "challenger_fail_every": 2}
-        bad_outcome, bad_seconds = roll_out(settings, load, service.url, bad, drill)
+        with OpenLoopLoad(service.url, bodies, args.rate) as load:
+            time.sleep(3)
+            good = challenger_copy(settings, "benchmark: a good challenger")
+            log(f"v{good} registered: rolling out under load")
+            rollouts.append(roll_out(settings, phases, service.url, good, None, "good"))
+            bad = challenger_copy(settings, "benchmark: a challenger failing every second call")
+            log(f"v{bad} registered (drill): rolling out under load")
+            drill = {"stage": "canary", "challenger_fail_every": 2}
+            rollouts.append(roll_out(settings, phases, service.url, bad, drill, "bad"))
+            third = challenger_copy(settings, "benchmark: a good challenger, one worker killed in canary")
+            log(f"v{third} registered: rolling out under load, kill -9 of one worker 2 s into canary")
+            kill = WorkerKill(settings, service.proc.pid, third)
+            kill.start()
+            rollouts.append(roll_out(settings, phases, service.url, third, None, "kill"))
+            kill.workers_after = len(service_workers(service.proc.pid))
     finally:
-        load.stop_event.set()
-        load.seconds = time.perf_counter() - load.started
         service.stop()
-    report(load, args.rate, [(good, good_outcome, good_seconds), (bad, bad_outcome, bad_seconds)])
+    report(load, phases, args.rate, rollouts, kill)
 
 
-def report(load: SteadyLoad, rate: float, rollouts: list[tuple[str, str, float]]) -> None:
-    rows = [[f"v{v}", outcome, f"{seconds:.1f}"] for v, outcome, seconds in rollouts]
+def report(load: OpenLoopLoad, phases: Phases, rate: float, rollouts: list[dict], kill: WorkerKill | None) -> None:
     print_table(
         "rollout: registered -> decided, under steady load",
-        ["version", "outcome", "seconds"],
-        rows,
+        ["rollout", "version", "outcome", "seconds", "controller replay failures"],
+        [
+            [label, f"v{r['version']}", r["outcome"], f"{r['seconds']:.1f}", str(r["replay_failed"])]
+            for label, r in zip(("good", "bad (drill)", "kill"), rollouts, strict=False)
+        ],
         packages=["bentoml", "mlflow"],
     )
-    sent_total = sum(sum(s.values()) for s in load.statuses.values())
-    reached = sent_total / load.seconds
+    by_phase: dict[str, dict[str, int]] = {}
+    for request in load.requests:
+        statuses = by_phase.setdefault(phases.of(request.sent), {})
+        statuses[request.status] = statuses.get(request.status, 0) + 1
+    order = [name for _, name in phases.starts]
     phase_rows = []
-    for phase, statuses in load.statuses.items():
+    for phase in order:
+        statuses = by_phase.get(phase, {})
         sent = sum(statuses.values())
         failed = sent - statuses.get("200", 0)
         phase_rows.append([phase, str(sent), str(failed), ", ".join(f"{k}: {n}" for k, n in sorted(statuses.items()))])
@@ -173,8 +218,36 @@ def report(load: SteadyLoad, rate: float, rollouts: list[tuple[str, str, float]]
         f"client requests by phase (offered {rate:.0f} req/s, 2 workers)",
         ["phase", "sent", "failed", "statuses"],
         phase_rows,
-        note=f"target: 0 failed during promote and rollback; rate reached over the run: {reached:.0f} req/s "
-        "(the Python load client shares the 2 cores with the service and the controller's replays)",
+        note=f"target: 0 failed during promote and rollback; rate reached over the run: {load.reached():.0f} req/s "
+        f"from {load.connections} keep-alive connections in a separate process, on the service's 2 cores",
+    )
+    if kill is None or kill.killed_at is None:
+        log("no worker was killed (the kill rollout did not reach canary)")
+        return
+    failed = [r for r in load.requests if not r.ok]
+    in_flight = [r for r in failed if r.in_flight_at(kill.killed_at)]
+    other = [r for r in failed if not r.in_flight_at(kill.killed_at) and phases.of(r.sent).startswith("kill:")]
+    answered = [r for r in load.requests if r.in_flight_at(kill.killed_at)]
+    print_table(
+        "kill -9 of one of 2 workers, 2 s into canary",
+        [
+            "workers before / after",
+            "in flight at the kill",
+            "failed, in flight on the killed worker",
+            "failed, not in flight",
+            "rollout outcome",
+        ],
+        [
+            [
+                f"{kill.workers_before} / {kill.workers_after}",
+                str(len(answered)),
+                str(len(in_flight)),
+                str(len(other)),
+                rollouts[-1]["outcome"],
+            ]
+        ],
+        note="target: the rollout decides; 'failed, not in flight' = 0 (failures during the kill rollout that "
+        "were not in flight when the kill landed). 'In flight at the kill' counts both workers' requests.",
     )
 
 

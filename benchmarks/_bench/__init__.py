@@ -11,5 +11,7 @@ The scripts run as ``.venv/bin/python benchmarks/<name>.py``, so ``benchmarks/``
 - ``_bench.processes``: CPU of a process tree and of everyone else ("other load"),
   ``wait_quiet``;
 - ``_bench.services``: PostgreSQL + Redis through ``.ci/services.sh``, ``mlflow models serve``;
-- ``_bench.load``: load generation, ``hey`` at fixed rates and ``wrk`` at saturation.
+- ``_bench.load``: load generation, ``hey`` at fixed rates and ``wrk`` at saturation;
+- ``_bench.open_loop``: an open-loop load in its own process with every request's send time,
+  for benchmarks that change the service while it is loaded (rollout, worker kill).
 """
