@@ -128,6 +128,7 @@ def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | No
         start, mode = end - dt.timedelta(days=LOOKBACK_DAYS + 1), "initial"
         store.materialize(start_date=start, end_date=end, feature_views=names)
     history = push_batch_history(settings, store, end=end, run_id=run_id)
+    _sqlite_write_ahead_log(settings)
     record_lineage(
         settings,
         stage="materialize_online",
@@ -136,6 +137,25 @@ def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | No
         wrote={"online_store": settings.online_store, "mode": mode, "histories": history.model_dump(mode="json")},
     )
     return Materialization(start=start, end=end, mode=mode, seconds=round(time.perf_counter() - started, 3))
+
+
+def _sqlite_write_ahead_log(settings: Settings) -> None:
+    """Put the SQLite online store in WAL mode (persistent in the file).
+
+    Every scoring worker writes card histories: in SQLite's default rollback-journal mode a
+    write locks readers out and a waiting connection sleeps in SQLite's busy handler (1, 2, 5,
+    10 ms ...), which put /score's p99 at 200 req/s above 60 ms. In WAL mode readers never
+    wait for the writer.
+    """
+    import contextlib
+    import sqlite3
+
+    if settings.online_store != "sqlite":
+        return
+    path = settings.feast_dir / "online_store.db"
+    if path.exists():
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
 
 
 def entity_frame(transactions: pd.DataFrame) -> pd.DataFrame:
