@@ -82,12 +82,22 @@ def hey_fixed_rate(url: str, body_files: list[Path], rate: float, seconds: int, 
 
 WRK_LUA = """
 local bodies = {%s}
+local fresh_ids = %s
 local i = 0
+local threads = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+setup = function(thread)
+  threads = threads + 1
+  thread:set("base", 1000000000 + threads * 100000000)
+end
 request = function()
   i = i + 1
-  return wrk.format(nil, nil, nil, bodies[(i %% #bodies) + 1])
+  local body = bodies[(i %% #bodies) + 1]
+  if fresh_ids then
+    body = (body:gsub('"transaction_id": %%d+', '"transaction_id": ' .. (base + i)))
+  end
+  return wrk.format(nil, nil, nil, body)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -98,9 +108,14 @@ end
 """
 
 
-def wrk_script(path: Path, bodies: list[str]) -> Path:
-    """A wrk Lua script POSTing ``bodies`` (JSON texts) in turn, printing a ``BENCH`` summary line."""
-    path.write_text(WRK_LUA % ", ".join(f"[==[{b}]==]" for b in bodies))
+def wrk_script(path: Path, bodies: list[str], *, fresh_ids: bool = False) -> Path:
+    """A wrk Lua script POSTing ``bodies`` (JSON texts) in turn, printing a ``BENCH`` summary line.
+
+    ``fresh_ids``: every request gets a transaction id of its own (per wrk thread: base + counter),
+    so fraudflow's service does its whole per-transaction work, the card-history write included;
+    a repeated id is a client retry, which it only reads.
+    """
+    path.write_text(WRK_LUA % (", ".join(f"[==[{b}]==]" for b in bodies), "true" if fresh_ids else "false"))
     return path
 
 

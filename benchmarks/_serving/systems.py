@@ -85,7 +85,9 @@ def build_requests(settings, local: InProcess, work: Path) -> Requests:
     for kind, paths in files.items():
         for path, text in zip(paths, texts[kind], strict=True):
             path.write_text(text)
-    lua = {kind: wrk_script(work / f"{kind}.lua", t) for kind, t in texts.items()}
+    # fraudflow's bodies get a new transaction id per request (a new transaction: the card's
+    # history is written); MLflow's carry the inputs, there is nothing to write.
+    lua = {kind: wrk_script(work / f"{kind}.lua", t, fresh_ids=kind == "score") for kind, t in texts.items()}
     return Requests(bodies, transactions, texts, files, lua)
 
 
