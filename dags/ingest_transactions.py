@@ -1,10 +1,16 @@
 """
 ### Ingest transactions
 
-One run per day of card transactions, from the landing zone to the lake:
+One run per day of card transactions, from the landing zone to the lake. Scheduled runs cover
+one day's data interval and start when that day has ended (`CronDataIntervalTimetable`): the
+run for day D starts at D+1 00:00 UTC with `ds` = D.
 
-1. **wait_for_landing_file**: waits for `landing/transactions/date=<ds>/` to hold one
-   `.parquet` or `.csv` file; on timeout the error names the folder.
+0. **resolve_day**: the day to ingest: the `day` param, else the run's logical date, else (a run
+   triggered without one, e.g. the UI's Trigger button) the oldest landed day not yet
+   published; with none of these the run fails at once saying how to name a day.
+1. **wait_for_landing_file**: waits (grace: `FRAUDFLOW_LANDING_TIMEOUT_SECONDS`, 6 h) for
+   `landing/transactions/date=<day>/` to hold one `.parquet` or `.csv` file; on timeout the
+   error names the folder.
 2. **load_landing_file**: snapshots the file into staging (sha256) and checks it parses;
    an unreadable file is quarantined with the parse error as its reason.
 3. **validate_batch**: the gate. A Great Expectations checkpoint runs the committed suites
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from fraudflow.orchestration.assets import LAKE_TRANSACTIONS
 from fraudflow.orchestration.dag_defaults import default_args, start_date
@@ -34,24 +41,39 @@ SETTINGS = get_settings()
 
 
 @dag(
-    schedule="@daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=start_date(SETTINGS),
-    catchup=True,
+    catchup=SETTINGS.ingest_catchup,
     max_active_runs=4,
+    params={
+        "day": Param(None, type=["null", "string"], description="YYYY-MM-DD to (re-)ingest (default: the run's day)"),
+    },
     default_args=default_args(SETTINGS),
     tags=["fraudflow", "ingestion"],
     doc_md=__doc__,
 )
 def ingest_transactions():
+    @task
+    def resolve_day(params: dict | None = None, logical_date=None) -> str:
+        from fraudflow.ingestion.landing import LandingError, resolve_ingest_day
+        from fraudflow.orchestration.failures import fail_without_retry
+        from fraudflow.settings import get_settings
+
+        with fail_without_retry(LandingError):
+            day = resolve_ingest_day(get_settings(), requested=(params or {}).get("day"), logical_date=logical_date)
+        return day.isoformat()
+
+    day = resolve_day()
     wait_for_landing_file = LandingFileSensor(
         task_id="wait_for_landing_file",
+        day="{{ ti.xcom_pull(task_ids='resolve_day') }}",
         poke_interval=SETTINGS.landing_poke_seconds,
         timeout=SETTINGS.landing_timeout_seconds,
         mode="reschedule",
     )
 
     @task
-    def load_landing_file(source: str, ds: str | None = None, run_id: str | None = None) -> dict:
+    def load_landing_file(source: str, day: str, run_id: str | None = None) -> dict:
         from pathlib import Path
 
         from fraudflow.ingestion import publish
@@ -61,7 +83,7 @@ def ingest_transactions():
 
         with fail_without_retry(BatchParseError):
             staged = publish.load_landing_file(
-                get_settings(), day=dt.date.fromisoformat(ds), source=Path(source), run_id=run_id
+                get_settings(), day=dt.date.fromisoformat(day), source=Path(source), run_id=run_id
             )
         return staged.model_dump(mode="json")
 
@@ -95,7 +117,8 @@ def ingest_transactions():
         }
         return published.model_dump(mode="json")
 
-    staged = load_landing_file(wait_for_landing_file.output)
+    day >> wait_for_landing_file
+    staged = load_landing_file(wait_for_landing_file.output, day)
     publish_partition(staged, validate_batch(staged))
 
 

@@ -21,8 +21,6 @@ as MLflow tags and in the model card). One run at a time.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, dag, task
 
 from fraudflow.orchestration.assets import MODEL_CHALLENGER
@@ -52,22 +50,15 @@ SETTINGS = get_settings()
 def train_model():
     @task
     def build_training_set(params: dict | None = None, logical_date=None, run_id: str | None = None) -> dict:
-        from fraudflow.lake import list_partitions
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
-        from fraudflow.training.training_set import TrainingSetRejected, training_window
+        from fraudflow.training.training_set import TrainingSetRejected, resolve_run_date, training_window
         from fraudflow.training.training_set import build_training_set as build
 
         settings = get_settings()
-        if params.get("run_date"):
-            run_date = dt.date.fromisoformat(params["run_date"])
-        else:
-            published = [d for d in list_partitions(settings) if d <= logical_date.date()]
-            run_date = published[-1] if published else logical_date.date()
-        window = training_window(
-            run_date, train_days=settings.train_days, test_days=settings.test_days
-        )
         with fail_without_retry(TrainingSetRejected):
+            run_date = resolve_run_date(settings, requested=params.get("run_date"), logical_date=logical_date)
+            window = training_window(run_date, train_days=settings.train_days, test_days=settings.test_days)
             ts = build(
                 settings,
                 run_date=run_date,

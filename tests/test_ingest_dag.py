@@ -10,8 +10,10 @@ import pytest
 from fraudflow.demo.simulate import write_landing_files
 from fraudflow.lake import list_partitions, read_lake, read_partition_manifest
 from fraudflow.lineage import read_lineage
+from fraudflow.monitoring.alerts import read_alerts
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
 from tests.helpers import day_rows, tree_digest
+from tests.webhook import WebhookReceiver
 
 DAY1 = dt.date(2018, 4, 1)
 DAYS = [DAY1 + dt.timedelta(days=i) for i in range(3)]
@@ -24,7 +26,7 @@ def ingest_dag(airflow_db, settings):
     return load_dag("ingest_transactions")
 
 
-def test_three_days_then_rerun_then_missing_day(ingest_dag, settings, small_history, capfd):
+def test_three_days_then_rerun_then_missing_day(ingest_dag, settings, small_history, capfd, monkeypatch):
     write_landing_files(small_history, settings.landing_dir, days=(DAYS[0], DAYS[-1]))
 
     for day in DAYS:
@@ -55,11 +57,19 @@ def test_three_days_then_rerun_then_missing_day(ingest_dag, settings, small_hist
     assert len(read_lake(settings)) == len(expected)
     assert read_partition_manifest(settings, DAYS[1]).run_id != first_run
 
-    # A date with no landing file fails (sensor timeout) naming the path; the lake is untouched.
+    # A date with no landing file fails (sensor timeout) naming the path; the lake is untouched;
+    # the failure reaches a person (the notifier on every task: alerts log and webhook).
     before = tree_digest(settings.lake_dir)
     capfd.readouterr()
     missing = DAY1 + dt.timedelta(days=8)
-    outcome = run_dag(ingest_dag, logical_date=as_logical_date(missing))
+    with WebhookReceiver() as receiver:
+        monkeypatch.setenv("FRAUDFLOW_ALERT_WEBHOOK_URL", receiver.url)
+        outcome = run_dag(ingest_dag, logical_date=as_logical_date(missing))
+    (alert,) = [a for a in read_alerts(settings) if a["check"].startswith("task_failed:")]
+    assert alert["check"] == "task_failed:ingest_transactions.wait_for_landing_file"
+    assert alert["tier"] == "immediate" and f"No landing file for {missing}" in alert["summary"]
+    assert alert["webhook_status"] == "200" and len(receiver.received) == 1
+    assert receiver.received[0]["check"] == alert["check"]
     assert outcome.state == "failed"
     assert outcome.failed_tasks == ["wait_for_landing_file"]
     log = capfd.readouterr()
@@ -87,3 +97,19 @@ def test_out_of_order_and_user_csv_with_string_ids(ingest_dag, settings, small_h
     assert lake[lake["TX_DATETIME"].dt.date == later]["CUSTOMER_ID"].str.startswith("C").all()
     assert lake[lake["TX_DATETIME"].dt.date == earlier]["CUSTOMER_ID"].str.isdigit().all()
     assert str(lake["TX_DATETIME"].dtype) == "datetime64[us]"
+
+
+def test_a_run_without_a_logical_date_ingests_the_oldest_waiting_day(ingest_dag, settings, small_history, capfd):
+    """Airflow 3's Trigger button and REST API may leave the logical date empty: the run takes the
+    oldest landed day that is not published yet, and with none says how to name a day."""
+    write_landing_files(small_history, settings.landing_dir, days=(DAYS[0], DAYS[1]))
+    for expected in DAYS[:2]:
+        outcome = run_dag(ingest_dag, logical_date=None)
+        assert outcome.state == "success", outcome
+        assert outcome.logical_date is None
+        assert list_partitions(settings)[-1] == expected
+    capfd.readouterr()
+    outcome = run_dag(ingest_dag, logical_date=None)
+    assert outcome.state == "failed" and outcome.failed_tasks == ["resolve_day"]
+    log = capfd.readouterr()
+    assert "nothing to ingest" in log.out + log.err and '{"day": "YYYY-MM-DD"}' in log.out + log.err

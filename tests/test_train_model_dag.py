@@ -36,7 +36,7 @@ def trained_home(airflow_db, tmp_path_factory):
 
         settings = get_settings()
         publish_history(settings, normalise_transactions(simulate_transactions(WORLD)), validate=True)
-        outcome = run_dag(load_dag("build_features"), logical_date=as_logical_date(LAST_DAY))
+        outcome = run_dag(load_dag("build_features"), logical_date=None)  # no logical date, as a manual trigger
         assert outcome.state == "success", outcome
         yield settings
 
@@ -51,8 +51,11 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     dag = load_dag("train_model")
     assert (settings.feast_dir / "online_store.db").exists()
 
-    good = run_dag(dag, logical_date=as_logical_date(LAST_DAY), conf={"candidate_params": FAST, "reason": "test"})
+    # Triggered with no logical date (Airflow 3's Trigger button, `fraudflow run train_model`):
+    # the run date defaults to the newest published day.
+    good = run_dag(dag, logical_date=None, conf={"candidate_params": FAST, "reason": "test"})
     assert good.state == "success", good
+    assert good.logical_date is None
     client = _client(settings)
     experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     # Ingestion
     start_date: dt.date = dt.date(2018, 4, 1)
+    ingest_catchup: bool = False  # unpaused, create a run for every day since start_date (not just the last)
     landing_timeout_seconds: int = Field(6 * 3600, ge=1)
     landing_poke_seconds: int = Field(60, ge=1)
     task_retries: int = Field(2, ge=0)
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     absolute_rows: tuple[int, int] = (1, 1_000_000)
     absolute_fraud_rate_max: float = 0.2
     absolute_amount_mean: tuple[float, float] = (1.0, 5_000.0)
+    data_docs_index_results: int = Field(60, ge=1)  # validation results the Data Docs index lists (newest)
 
     # Training
     train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed

@@ -17,7 +17,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow.layout import partition_dir
+from fraudflow.layout import PARTITION_GLOB, partition_day, partition_dir
 from fraudflow.settings import Settings
 
 LANDING_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
@@ -60,6 +60,32 @@ def find_landing_file(settings: Settings, day: dt.date) -> Path | None:
     if len(files) > 1:
         raise LandingError(f"{len(files)} landing files for {day} in {folder}: {[f.name for f in files]}; keep one")
     return files[0] if files else None
+
+
+def resolve_ingest_day(settings: Settings, *, requested: str | None, logical_date: dt.datetime | None) -> dt.date:
+    """The day an ``ingest_transactions`` run ingests: ``requested`` (the ``day`` param), else the
+    run's logical date (the scheduled run of a day's interval, or ``fraudflow ingest``), else (a
+    run triggered without a logical date, as Airflow 3's Trigger button and API allow) the
+    oldest landed day that is not published yet.
+
+    Raises:
+        LandingError: none of these names a day; the message says how to name one.
+    """
+    from fraudflow.lake import list_partitions
+
+    if requested:
+        return dt.date.fromisoformat(requested)
+    if logical_date is not None:
+        return logical_date.date()
+    published = set(list_partitions(settings))
+    landed = [partition_day(folder) for folder in settings.landing_dir.glob(PARTITION_GLOB) if folder.is_dir()]
+    waiting = sorted(d for d in landed if d not in published and find_landing_file(settings, d))
+    if not waiting:
+        raise LandingError(
+            f"nothing to ingest: every day landed in {settings.landing_dir} is published; trigger with "
+            '{"day": "YYYY-MM-DD"} to re-ingest one'
+        )
+    return waiting[0]
 
 
 def file_sha256(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""What every fraudflow DAG shares: owner, retries from settings, the configured start date."""
+"""What every fraudflow DAG shares: owner, retries from settings, failure alerts, the configured
+start date."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from fraudflow.settings import Settings
 
 
 def default_args(settings: Settings) -> dict[str, Any]:
+    from fraudflow.orchestration.notifier import FraudflowAlertNotifier
+
     return {
         "owner": "fraudflow",
         "retries": settings.task_retries,
         "retry_delay": dt.timedelta(seconds=settings.task_retry_delay_seconds),
+        "on_failure_callback": [FraudflowAlertNotifier()],
     }
 
 

@@ -21,7 +21,7 @@ from fraudflow import tags
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
 from fraudflow.features.store import FEATURE_SERVICE, historical_features
 from fraudflow.ingestion.landing import safe_run_id
-from fraudflow.lake import read_lake, read_partition_manifest
+from fraudflow.lake import list_partitions, read_lake, read_partition_manifest
 from fraudflow.lineage import record_lineage
 from fraudflow.schema import LABEL_DELAY_DAYS
 from fraudflow.settings import Settings
@@ -80,6 +80,25 @@ def training_window(
         test_end=run_date,
         delay_days=delay_days,
     )
+
+
+def resolve_run_date(settings: Settings, *, requested: str | None, logical_date: dt.datetime | None) -> dt.date:
+    """The run's last test day: ``requested`` (the ``run_date`` param), else the newest published
+    lake day at or before the run's logical date. A run triggered without a logical date (the
+    UI's Trigger button, ``fraudflow run``, an asset or API trigger in Airflow 3) takes the
+    newest published day.
+
+    Raises:
+        TrainingSetRejected: no published day qualifies (nothing to train on yet).
+    """
+    if requested:
+        return dt.date.fromisoformat(requested)
+    upto = logical_date.date() if logical_date is not None else None
+    days = [d for d in list_partitions(settings) if upto is None or d <= upto]
+    if not days:
+        bound = f" at or before {upto}" if upto else ""
+        raise TrainingSetRejected(f"no published lake day{bound}: nothing to train on (run ingest_transactions first)")
+    return days[-1]
 
 
 def remove_known_compromised(test: pd.DataFrame, labelled: pd.DataFrame, window: TrainingWindow) -> pd.DataFrame:
