@@ -67,17 +67,20 @@ def history_home(tmp_path_factory):
     return settings, frame, first_live
 
 
-def _score_live(settings, rows: pd.DataFrame) -> pd.DataFrame:
-    """Score ``rows`` one request each, in time order, as the service does; the served windows."""
+def _score_live(settings, rows: pd.DataFrame, batch: int = 1) -> pd.DataFrame:
+    """Score ``rows`` in time order, ``batch`` transactions per request, as the service does;
+    the served windows by transaction id."""
     from fraudflow.serving.scoring import FeatureLookup
 
     lookup = FeatureLookup(settings)
+    ordered = rows.sort_values("TX_DATETIME", kind="stable")
     served = []
-    for row in rows.sort_values("TX_DATETIME", kind="stable").itertuples(index=False):
-        features, degraded, reasons = lookup.lookup([_transaction(row)])
-        assert not degraded[0], reasons
-        served.append(features[ENTITY_FEATURES].iloc[0].rename(row.TRANSACTION_ID))
-    return pd.DataFrame(served)
+    for start in range(0, len(ordered), batch):
+        chunk = ordered.iloc[start : start + batch]
+        features, degraded, reasons = lookup.lookup([_transaction(r) for r in chunk.itertuples(index=False)])
+        assert not degraded.any(), reasons
+        served.append(features[ENTITY_FEATURES].set_axis(chunk["TRANSACTION_ID"].to_numpy()))
+    return pd.concat(served)
 
 
 def test_live_days_get_exactly_the_offline_features(history_home):
@@ -172,8 +175,9 @@ def test_a_label_younger_than_the_delay_never_reaches_a_terminal_feature(history
 
 def test_the_daily_batch_of_a_day_already_pushed_live_converges(history_home):
     """Day 39 was scored live (first test); its file arrives and the batch path pushes it:
-    day 40 scored live still gets exactly the offline features, and the live copies of day 39
-    are superseded by the lake's."""
+    day 40, scored live in batches of 250 (``/score_batch``: many cards, some twice, per
+    request), still gets exactly the offline features, and the live copies of day 39 are
+    superseded by the lake's."""
     from fraudflow.features.compute import build_features
     from fraudflow.features.history import CUSTOMER_HISTORY, OnlineHistories
     from fraudflow.features.store import materialize_online, open_store
@@ -185,7 +189,7 @@ def test_the_daily_batch_of_a_day_already_pushed_live_converges(history_home):
     build_features(settings)
     materialize_online(settings, end=dt.datetime.combine(second_live, dt.time()))
     day = frame[frame["TX_DATETIME"].dt.date == second_live]
-    served = _score_live(settings, day)
+    served = _score_live(settings, day, batch=250)
     offline = _offline(frame).loc[served.index]
     assert ((served - offline).abs() > 1e-6).to_numpy().sum() == 0
     card = day["CUSTOMER_ID"].iloc[0]

@@ -9,8 +9,7 @@ its Feast push source:
   amounts in cents) and ``THROUGH_SECONDS``, the end of the newest lake day they cover.
   Written by the batch path after each day (:func:`push_batch_history`).
 - ``customer_live``: the card's transactions scored live since then, written by the scoring
-  path for every transaction before it answers (:meth:`ServedWindows.live_rows`), so the next
-  request of the card counts it at once.
+  path for every transaction before it answers, so the card's next request counts it at once.
 - ``terminal_history``: a terminal's lake transactions of the last 37 days with their labels
   (``TX_FRAUD``). Written by the batch path only: labels arrive with the daily files, and a
   transaction only enters a terminal window 7 days after it happened, by when its day's file
@@ -23,17 +22,10 @@ was already pushed live converges to the same state (the lake's copy replaces th
 Out of order: a late transaction's own windows are exact (entries after its time are outside
 them); a transaction scored before an earlier one arrived did not count it (nothing can).
 
-The batch path writes with Feast's push API (``FeatureStore.push``). The scoring path reads
-and writes the same rows through the online store's own interface (``OnlineStore.online_read``
-/ ``online_write_batch``, what ``push`` and ``get_online_features`` call underneath): in Feast
-0.67 one ``push`` costs ~50 ms (it rebuilds every feature view from the registry proto under
-typeguard to find the push source's views), and pushes made ``get_online_features`` resolve
-its request context again on every call (1.5 ms became ~20 ms). Feast reads what the service
-writes (a test proves it).
-
-Known race: two workers scoring the same card in the same few milliseconds both read the
-card's live row, and the second write drops the first one's entry (the next daily batch
-restores it from the lake).
+The batch path writes with Feast's push API; the scoring path reads and writes the same rows
+through the online store's own interface (``OnlineStore.online_read`` / ``online_write_batch``):
+in Feast 0.67 one ``push`` costs ~50 ms (see docs/features-and-training.md). Known race: two
+workers scoring one card within milliseconds can drop one live entry until the next batch.
 """
 
 from __future__ import annotations
@@ -192,15 +184,17 @@ class _Card:
         return {"TX_IDS": [e[0] for e in keep], "TX_SECONDS": [e[1] for e in keep], "TX_CENTS": [e[2] for e in keep]}
 
 
-def _value_at(table: str, seconds: list[int], values: list[int], index: int) -> dict[str, float]:
-    """The window features of row ``index`` of one entity's history (any order)."""
-    secs = np.asarray(seconds, dtype=np.int64)
-    order = np.argsort(secs, kind="stable")
-    columns = window_features(
-        table, np.zeros(len(secs), dtype=np.int64), secs[order], np.asarray(values, np.int64)[order]
-    )
-    position = int(np.flatnonzero(order == index)[0])
-    return {name: float(column[position]) for name, column in columns.items()}
+def _windows_of(table: str, histories: list[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
+    """The window features of every row of several entities' histories at once (row order:
+    the histories concatenated), with one call of the offline tables' function."""
+    codes = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, (s, _) in enumerate(histories)])
+    seconds = np.concatenate([np.asarray(s, dtype=np.int64) for s, _ in histories])
+    values = np.concatenate([np.asarray(v, dtype=np.int64) for _, v in histories])
+    order = np.lexsort((seconds, codes))
+    columns = window_features(table, codes[order], seconds[order], values[order])
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return {name: column[back] for name, column in columns.items()}
 
 
 class ServedWindows(BaseModel):
@@ -221,41 +215,58 @@ def served_windows(
     amounts: np.ndarray,
 ) -> ServedWindows:
     """The 12 window features of each transaction, in request order, from the entities' online
-    rows (``rows``: Feast's ``to_dict()`` for :func:`history_refs` over the request's entity
-    rows, full feature names; None when the store could not be read: the request's own
-    transactions are then the only history).
+    rows (``rows``: :meth:`OnlineHistories.read`, the same shape as Feast's ``to_dict()`` with
+    full feature names; None when the store could not be read: the request's own transactions
+    are then the only history).
 
-    Transactions of one card in one request count each other in time order, like separate
-    requests would.
+    Transactions of one card in one request count each other by time, like separate requests
+    in time order would; a transaction id given twice counts once. All cards and terminals of
+    a request go through one vectorised call per table.
     """
     n = len(transaction_ids)
     seconds, cents = epoch_seconds(when), amount_cents(amounts)
-    cards: dict[str, _Card] = {}
-    terminal_rows: dict[str, tuple[list[int], list[int]]] = {}
-    known_customer, known_terminal = [False] * n, [False] * n
-    features: dict[str, list[float]] = {}
-    for i in range(n):
+    ids = [str(t) for t in transaction_ids]
 
-        def get(view: str, name: str, i=i):
+    def getter(i: int):
+        def get(view: str, name: str):
             value = None if rows is None else rows[f"{view}__{name}"][i]
             return [] if value is None and name != "THROUGH_SECONDS" else value
 
-        card = cards.get(customers[i])
-        if card is None:
-            card = cards[customers[i]] = _Card.from_rows(get)
-        known_customer[i] = bool(card.ids) or card.through > 0
-        card.add(str(transaction_ids[i]), int(seconds[i]), int(cents[i]))
-        customer = _value_at("customer", card.seconds, card.cents, card.ids.index(str(transaction_ids[i])))
-        if terminals[i] not in terminal_rows:
-            terminal_rows[terminals[i]] = (
+        return get
+
+    cards: dict[str, _Card] = {}
+    known_customer = [False] * n
+    for i in range(n):
+        if customers[i] not in cards:
+            cards[customers[i]] = _Card.from_rows(getter(i))
+            card = cards[customers[i]]
+            known_customer[i] = bool(card.ids) or card.through > 0
+        else:
+            known_customer[i] = True  # an earlier transaction of this request is its history
+    for i in range(n):
+        cards[customers[i]].add(ids[i], int(seconds[i]), int(cents[i]))
+    names = list(cards)
+    offsets = np.cumsum([0] + [len(cards[c].ids) for c in names])
+    slot = {c: k for k, c in enumerate(names)}
+    customer = _windows_of("customer", [(cards[c].seconds, cards[c].cents) for c in names])
+    rows_c = [offsets[slot[customers[i]]] + cards[customers[i]].ids.index(ids[i]) for i in range(n)]
+
+    histories: dict[str, tuple[list[int], list[int]]] = {}
+    for i in range(n):
+        if terminals[i] not in histories:
+            get = getter(i)
+            histories[terminals[i]] = (
                 list(get(TERMINAL_HISTORY, "TX_SECONDS")),
                 list(get(TERMINAL_HISTORY, "TX_FRAUD")),
             )
-        t_seconds, t_frauds = terminal_rows[terminals[i]]
-        known_terminal[i] = bool(t_seconds)
-        terminal = _value_at("terminal", [*t_seconds, int(seconds[i])], [*t_frauds, 0], len(t_seconds))
-        for name, value in {**customer, **terminal}.items():
-            features.setdefault(name, []).append(value)
+    known_terminal = [bool(histories[terminals[i]][0]) for i in range(n)]
+    # Each transaction is scored against its terminal's labelled history (the window ends 7 days
+    # before it, so the request's own transactions never count): one block per transaction.
+    blocks = [(histories[terminals[i]][0] + [int(seconds[i])], histories[terminals[i]][1] + [0]) for i in range(n)]
+    terminal = _windows_of("terminal", blocks)
+    ends = np.cumsum([len(b[0]) for b in blocks]) - 1
+    features = {name: [float(column[r]) for r in rows_c] for name, column in customer.items()}
+    features |= {name: [float(column[e]) for e in ends] for name, column in terminal.items()}
     live_rows = {c: card.live_row() for c, card in cards.items() if card.changed}
     return ServedWindows(
         features=features, known_customer=known_customer, known_terminal=known_terminal, live_rows=live_rows
