@@ -50,14 +50,13 @@ from _bench.output import log, print_table
 def build_home(settings, args) -> tuple[pd.DataFrame, dt.date]:
     """The lake up to the day before the live days, features, Feast, a champion. Returns all
     simulated transactions and the first live day."""
-    from fraudflow import registry, tags
     from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
     from fraudflow.features.compute import build_features
     from fraudflow.features.store import apply_feature_repo, materialize_online
     from fraudflow.schema import normalise_transactions
     from fraudflow.training.train import train_candidate
     from fraudflow.training.training_set import build_training_set
-    from tests.helpers import publish_history
+    from tests.helpers import publish_history, register_champion
 
     world = SimulationConfig(days=args.days, customers=args.customers, terminals=args.terminals, seed=args.seed)
     frame = normalise_transactions(simulate_transactions(world))
@@ -72,13 +71,7 @@ def build_home(settings, args) -> tuple[pd.DataFrame, dt.date]:
         settings, run_date=first_live - dt.timedelta(days=1), run_id="parity", reason="parity benchmark"
     )
     run = train_candidate(settings, candidate="xgboost", training_set=training_set)
-    registry.register_challenger(
-        settings,
-        model_uri=run.model_uri,
-        run_id=run.run_id,
-        tags={tags.CANDIDATE: "xgboost", tags.THRESHOLD: f"{run.threshold:.6f}"},
-    )
-    registry.promote_challenger(settings)
+    register_champion(settings, run, "xgboost")
     return frame, first_live
 
 
@@ -86,17 +79,11 @@ def send_in_time_order(url: str, live: pd.DataFrame, connections: int = 4) -> di
     """POST every live transaction; a card's transactions go in time order on one connection."""
     import httpx
 
+    from fraudflow.deployment.controller import score_bodies
+
     lanes: dict[int, list[dict]] = defaultdict(list)
-    for r in live.sort_values("TX_DATETIME", kind="stable").itertuples(index=False):
-        lanes[hash(r.CUSTOMER_ID) % connections].append(
-            {
-                "transaction_id": int(r.TRANSACTION_ID),
-                "tx_datetime": r.TX_DATETIME.isoformat(),
-                "customer_id": r.CUSTOMER_ID,
-                "terminal_id": r.TERMINAL_ID,
-                "tx_amount": float(r.TX_AMOUNT),
-            }
-        )
+    for body in score_bodies(live.sort_values("TX_DATETIME", kind="stable")):
+        lanes[hash(body["customer_id"]) % connections].append(body)
     statuses: dict[str, int] = defaultdict(int)
     lock = threading.Lock()
 
@@ -205,6 +192,7 @@ def latency(settings, frame: pd.DataFrame, seconds: int, rate: float = 200.0) ->
     from _bench.open_loop import OpenLoopLoad
     from _bench.timing import pct
 
+    from fraudflow.deployment.controller import score_bodies
     from fraudflow.deployment.service_process import ServingProcess
 
     env = {"FRAUDFLOW_FEAST_ONLINE_STORE": "sqlite", "FRAUDFLOW_SERVING_WORKERS": "2"}
@@ -230,16 +218,7 @@ def latency(settings, frame: pd.DataFrame, seconds: int, rate: float = 200.0) ->
         return out
 
     known = frame.sample(2000, random_state=1)
-    known_bodies = [
-        {
-            "transaction_id": int(r.TRANSACTION_ID),
-            "tx_datetime": r.TX_DATETIME.isoformat(),
-            "customer_id": r.CUSTOMER_ID,
-            "terminal_id": r.TERMINAL_ID,
-            "tx_amount": float(r.TX_AMOUNT),
-        }
-        for r in known.itertuples(index=False)
-    ]
+    known_bodies = score_bodies(known)
     work = Path(tempfile.mkdtemp(prefix="parity-hey-"))
     hey_files = []
     for i, body in enumerate(known_bodies[:8]):

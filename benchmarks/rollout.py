@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     args = parser.parse_args()
     use_home(args.home, prefix="fraudflow-bench-rollout-")
-    from fraudflow.deployment.controller import replay_sample
+    from fraudflow.deployment.controller import replay_sample, score_bodies
     from fraudflow.deployment.service_process import ServingProcess
     from fraudflow.settings import get_settings
     from tests.helpers import build_serving_home
@@ -160,16 +160,7 @@ def main() -> None:
     log(f"building a serving home under {settings.root}")
     build_serving_home(settings)
     service = ServingProcess(settings, env={"FRAUDFLOW_SERVING_WORKERS": "2"}).start()
-    bodies = [
-        {
-            "transaction_id": int(r.TRANSACTION_ID),
-            "tx_datetime": r.TX_DATETIME.isoformat(),
-            "customer_id": r.CUSTOMER_ID,
-            "terminal_id": r.TERMINAL_ID,
-            "tx_amount": float(r.TX_AMOUNT),
-        }
-        for r in replay_sample(settings, 200).itertuples(index=False)
-    ]
+    bodies = score_bodies(replay_sample(settings, 200))
     phases, rollouts = Phases(), []
     kill = None
     try:

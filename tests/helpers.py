@@ -47,7 +47,6 @@ def build_serving_home(settings, *, days: int = 30, customers: int = 500, termin
     feature tables, Feast applied and materialized online, and a small XGBoost model registered
     and promoted to ``champion`` (its F1 threshold tagged as the DAG does). Returns the
     normalised transactions (lake rows) so tests can pick known customers and terminals."""
-    from fraudflow import registry
     from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
     from fraudflow.features.compute import build_features
     from fraudflow.features.store import apply_feature_repo, materialize_online
@@ -64,11 +63,19 @@ def build_serving_home(settings, *, days: int = 30, customers: int = 500, termin
     materialize_online(settings, end=dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time()))
     training_set = build_training_set(settings, run_date=last_day, run_id="serving-test", reason="test")
     run = train_candidate(settings, candidate="xgboost", training_set=training_set, params={"n_estimators": 50})
+    register_champion(settings, run, "xgboost")
+    return frame
+
+
+def register_champion(settings, run, candidate: str) -> None:
+    """Register a trained candidate run and promote it to ``champion``, its F1 threshold tagged
+    as the DAG does (no gate, no rollout: a fixture's first model)."""
+    from fraudflow import registry
+
     registry.register_challenger(
         settings,
         model_uri=run.model_uri,
         run_id=run.run_id,
-        tags={tags.CANDIDATE: "xgboost", tags.THRESHOLD: f"{run.threshold:.6f}"},
+        tags={tags.CANDIDATE: candidate, tags.THRESHOLD: f"{run.threshold:.6f}"},
     )
     registry.promote_challenger(settings)
-    return frame

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from fraudflow import registry, tags
 from fraudflow.cli import main
-from fraudflow.deployment.controller import promote, replay_sample, run_stage
+from fraudflow.deployment.controller import promote, replay_sample, run_stage, score_bodies
 from fraudflow.deployment.service_process import ServingProcess
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
 from fraudflow.serving.prediction_log import read_predictions
@@ -68,16 +68,7 @@ def deployment(airflow_db, tmp_path_factory):
         service = ServingProcess(settings).start()
         mp.setenv("FRAUDFLOW_SERVING_URL", service.url)
         mp.setenv("FRAUDFLOW_SERVING_AUTOSTART", "false")
-        bodies = [
-            {
-                "transaction_id": int(r.TRANSACTION_ID),
-                "tx_datetime": r.TX_DATETIME.isoformat(),
-                "customer_id": r.CUSTOMER_ID,
-                "terminal_id": r.TERMINAL_ID,
-                "tx_amount": float(r.TX_AMOUNT),
-            }
-            for r in replay_sample(settings, 50).itertuples(index=False)
-        ]
+        bodies = score_bodies(replay_sample(settings, 50))
         yield settings, service, bodies
         assert service.stop() is not None
 

@@ -18,7 +18,7 @@ from fraudflow.serving.prediction_log import read_predictions
 from fraudflow.serving.routing import RoutedScoring
 from fraudflow.serving.scoring import Transaction
 from fraudflow.serving.state import DeploymentState, write_state
-from tests.helpers import build_serving_home
+from tests.helpers import build_serving_home, register_champion
 
 pytestmark = pytest.mark.e2e
 
@@ -39,13 +39,7 @@ def home(tmp_path_factory):
         last_day = frame["TX_DATETIME"].max().date()
         training_set = build_training_set(settings, run_date=last_day, run_id="checks-test", reason="test")
         mlp = train_candidate(settings, candidate="mlp", training_set=training_set)
-        registry.register_challenger(
-            settings,
-            model_uri=mlp.model_uri,
-            run_id=mlp.run_id,
-            tags={tags.CANDIDATE: "mlp", tags.THRESHOLD: f"{mlp.threshold:.6f}"},
-        )
-        registry.promote_challenger(settings)
+        register_champion(settings, mlp, "mlp")
         v1 = registry.get_version(settings, "1")
         loose = float(v1.tags[tags.THRESHOLD]) / 10
         registry.register_challenger(

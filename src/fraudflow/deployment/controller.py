@@ -43,14 +43,9 @@ class ReplayStats(BaseModel):
     seconds: float
 
 
-def replay_requests(
-    url: str, transactions: pd.DataFrame, *, concurrency: int = 4, token: str | None = None
-) -> ReplayStats:
-    """POST each transaction to ``/score`` from ``concurrency`` keep-alive connections."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    bodies = [
+def score_bodies(transactions: pd.DataFrame) -> list[dict[str, Any]]:
+    """Lake rows as ``/score`` request bodies (the API's field names), in the frame's order."""
+    return [
         {
             "transaction_id": int(r.TRANSACTION_ID),
             "tx_datetime": pd.Timestamp(r.TX_DATETIME).isoformat(),
@@ -60,6 +55,16 @@ def replay_requests(
         }
         for r in transactions.itertuples(index=False)
     ]
+
+
+def replay_requests(
+    url: str, transactions: pd.DataFrame, *, concurrency: int = 4, token: str | None = None
+) -> ReplayStats:
+    """POST each transaction to ``/score`` from ``concurrency`` keep-alive connections."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    bodies = score_bodies(transactions)
     chunks = [bodies[i::concurrency] for i in range(concurrency)]
     started = time.perf_counter()
 
