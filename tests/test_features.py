@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -186,3 +189,19 @@ def test_numpy_request_flags_match_pandas_calendar():
     aware = pd.Series(when.tz_localize("UTC").tz_convert("Europe/Brussels"))
     flags = request_time_features(pd.Series(np.ones(len(when))), aware)
     assert (flags["TX_DURING_NIGHT"].to_numpy() == out["TX_DURING_NIGHT"]).all()  # judged in UTC
+
+
+def test_a_process_that_used_feast_exits_without_nanobind_leak_noise(store_home):
+    """Feast's DuckDB offline store (through ibis) leaves a process-wide DuckDB connection
+    open; at exit nanobind then printed dozens of ``nanobind: leaked ...`` lines after every
+    command. ``open_store`` closes it before interpreter teardown."""
+    script = (
+        "import datetime as dt\n"
+        "from fraudflow.settings import get_settings\n"
+        "from fraudflow.features import store\n"
+        "store.materialize_online(get_settings(), end=dt.datetime(2018, 5, 22, tzinfo=dt.UTC))\n"
+    )
+    env = {**os.environ, "FRAUDFLOW_HOME": str(store_home.root)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nanobind" not in done.stderr, done.stderr[-1500:]

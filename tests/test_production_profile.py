@@ -171,7 +171,7 @@ def _fraudflow(env: dict[str, str], *args: str, timeout: float = 600) -> subproc
 
 
 def _run(env: dict[str, str], dag_id: str, day: dt.date | None = None, conf: dict | None = None) -> dict:
-    args = ["run", dag_id, "--executor", "--conf", json.dumps(conf or {})]
+    args = ["run", dag_id, "--executor", "--json", "--conf", json.dumps(conf or {})]
     out = _fraudflow(env, *args, *(["--date", day.isoformat()] if day else []))
     outcome = json.loads(out.stdout.strip().splitlines()[-1])
     assert out.returncode == 0 and outcome["state"] == "success", (outcome, out.stderr[-4000:])

@@ -138,25 +138,57 @@ def _stop_recorded_service(settings) -> None:
 
 @main.command("run")
 @click.argument("dag_id")
-@click.option("--date", "day", callback=_date, default=None, help="Logical date (default: none, as an Asset run).")
+@click.option("--date", "day", callback=_date, default=None, help="Logical date (default: none, as the UI's Trigger).")
 @click.option("--conf", default="{}", show_default=True, help="Run conf as JSON.")
 @click.option("--executor", is_flag=True, help="Run the tasks on the configured executor (Celery in production).")
-def run(dag_id, day, conf, executor) -> None:
-    """Run one DAG now (dag.test on this home's Airflow) and print its outcome as JSON."""
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON line instead.")
+def run(dag_id, day, conf, executor, as_json) -> None:
+    """Run one DAG now (dag.test on this home's Airflow): one line per task, then the run's
+    state and the log file that holds Airflow's own output."""
     import json
 
-    from fraudflow.orchestration.runtime import as_logical_date, load_dag, prepare_airflow, run_dag
+    from fraudflow.orchestration.runtime import as_logical_date, load_dag, output_to, prepare_airflow, run_dag
 
     settings = get_settings()
     prepare_airflow(settings)
-    outcome = run_dag(
-        load_dag(dag_id),
-        logical_date=as_logical_date(day) if day else None,
-        conf=json.loads(conf),
-        use_executor=executor,
-    )
-    click.echo(outcome.model_dump_json())
+    log = settings.root / "logs" / f"fraudflow-run-{dag_id}.log"
+    terminal = _terminal_console()
+    with output_to(log):
+        with terminal.status(f"running {dag_id} (Airflow's output: {log})"):
+            outcome = run_dag(
+                load_dag(dag_id),
+                logical_date=as_logical_date(day) if day else None,
+                conf=json.loads(conf),
+                use_executor=executor,
+            )
+    if as_json:
+        terminal.print(outcome.model_dump_json(), markup=False, highlight=False, soft_wrap=True)
+    else:
+        width = max((len(t.task_id) for t in outcome.tasks), default=0)
+        for task in outcome.tasks:
+            colour = {"success": "green", "failed": "red", "upstream_failed": "red"}.get(task.state, "yellow")
+            took = f"{task.seconds:7.1f} s" if task.seconds is not None else "      -  "
+            retries = f"  (try {task.tries})" if task.tries > 1 else ""
+            terminal.print(f"  {task.task_id:<{width}}  [{colour}]{task.state:<15}[/] {took}{retries}")
+        for alert in _failure_alerts(settings, outcome.run_id):
+            terminal.print(f"  [red]{alert['details']['task_id']}:[/] {alert['details']['error']}", soft_wrap=True)
+        colour = "green" if outcome.state == "success" else "red"
+        terminal.print(
+            f"{dag_id} [{colour}]{outcome.state}[/] in {outcome.seconds:.1f} s (run {outcome.run_id}); log: {log}",
+            soft_wrap=True,
+        )
     sys.exit(0 if outcome.state == "success" else 1)
+
+
+def _failure_alerts(settings, run_id: str) -> list[dict]:
+    """The reasons the run's tasks failed, as fraudflow's failure notifier recorded them."""
+    from fraudflow.monitoring.alerts import read_alerts
+
+    return [
+        a
+        for a in read_alerts(settings)
+        if a.get("check", "").startswith("task_failed:") and a.get("details", {}).get("run_id") == run_id
+    ]
 
 
 @main.group()

@@ -7,9 +7,12 @@ reads the same service from the online store, so the model's inputs have one def
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import functools
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,11 +82,40 @@ def open_store(settings: Settings):
     registry and SQLite online store in the home), or as :func:`repo_config` builds it."""
     from feast import FeatureStore
 
+    _release_ibis_backend_at_exit()
     os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # expanded by Feast in feature_store.yaml
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     if settings.profile == "production" or settings.online_store == "redis":
         return FeatureStore(repo_path=str(feature_repo_path()), config=repo_config(settings))
     return FeatureStore(repo_path=str(feature_repo_path()))
+
+
+@functools.cache
+def _release_ibis_backend_at_exit() -> None:
+    """Close the DuckDB connection that Feast's offline store leaves behind, before exit.
+
+    Feast's DuckDB offline store runs through ibis, which opens a process-wide default DuckDB
+    backend (``ibis.options.default_backend``) and never closes it. At interpreter exit the
+    duckdb extension (nanobind) is torn down while that connection is still alive, and
+    nanobind prints dozens of ``nanobind: leaked ...`` lines on every command that touched
+    Feast. ``atexit`` handlers run before module teardown, so closing it there ends the noise
+    at its source (``tests/test_feature_store.py`` shows it).
+    """
+    atexit.register(_close_ibis_default_backend)
+
+
+def _close_ibis_default_backend() -> None:
+    import gc
+
+    ibis = sys.modules.get("ibis")
+    backend = getattr(getattr(ibis, "options", None), "default_backend", None)
+    if backend is None:
+        return
+    try:
+        backend.disconnect()
+    finally:
+        ibis.options.default_backend = None
+        gc.collect()
 
 
 def _repo_objects() -> list[Any]:

@@ -21,6 +21,13 @@ from pydantic import BaseModel
 from fraudflow.settings import Profile, Settings, repo_root
 
 
+class TaskOutcome(BaseModel):
+    task_id: str
+    state: str
+    tries: int
+    seconds: float | None
+
+
 class DagRunOutcome(BaseModel):
     dag_id: str
     run_id: str
@@ -28,6 +35,7 @@ class DagRunOutcome(BaseModel):
     state: str
     failed_tasks: list[str]
     seconds: float
+    tasks: list[TaskOutcome] = []
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -114,7 +122,18 @@ def run_dag(
     """
     started = time.perf_counter()
     dr = dag.test(logical_date=logical_date, run_conf=conf, use_executor=use_executor)
-    failed = sorted(ti.task_id for ti in dr.get_task_instances() if ti.state == "failed")
+    instances = dr.get_task_instances()
+    failed = sorted(ti.task_id for ti in instances if ti.state == "failed")
+    far_future = dt.datetime.max.replace(tzinfo=dt.UTC)
+    tasks = [
+        TaskOutcome(
+            task_id=ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]",
+            state=str(getattr(ti.state, "value", ti.state)),
+            tries=ti.try_number or 0,
+            seconds=round(ti.duration, 3) if ti.duration is not None else None,
+        )
+        for ti in sorted(instances, key=lambda ti: (ti.start_date or far_future, ti.task_id))
+    ]
     return DagRunOutcome(
         dag_id=dag.dag_id,
         run_id=dr.run_id,
@@ -122,6 +141,7 @@ def run_dag(
         state=str(getattr(dr.state, "value", dr.state)),
         failed_tasks=failed,
         seconds=round(time.perf_counter() - started, 3),
+        tasks=tasks,
     )
 
 
