@@ -228,6 +228,16 @@ def quarantine_release(day) -> None:
     )
 
 
+@main.command("data-docs")
+def data_docs() -> None:
+    """Rebuild the GX Data Docs index now (a passing gate refreshes it at most every
+    FRAUDFLOW_DATA_DOCS_INDEX_SECONDS) and print where it is."""
+    from fraudflow.ingestion.validation import refresh_data_docs_index
+
+    for url in refresh_data_docs_index(get_settings()):
+        console.print(url)
+
+
 @main.command()
 def rollback() -> None:
     """Restore the previous champion (MLflow aliases + the serving state) in one command."""

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     absolute_fraud_rate_max: float = 0.2
     absolute_amount_mean: tuple[float, float] = (1.0, 5_000.0)
     data_docs_index_results: int = Field(60, ge=1)  # validation results the Data Docs index lists (newest)
+    # The Data Docs index is rebuilt by a passing gate at most this often (a failing one always
+    # rebuilds it); a backfill of many days pays for it once per interval, not once per day.
+    data_docs_index_seconds: float = Field(600.0, ge=0)
 
     # Training
     train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed

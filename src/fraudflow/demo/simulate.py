@@ -286,6 +286,8 @@ def write_landing_files(
     for day, part in frame.groupby(dates, sort=True):
         if days and not (days[0] <= day <= days[1]):
             continue
+        part = part.copy()
+        part.attrs = {}  # the compromise schedule is the simulator's ground truth, not file content
         folder = partition_dir(landing_dir, day)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("transactions.*"):
