@@ -34,6 +34,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from fraudflow.orchestration.assets import LAKE_TRANSACTIONS
 from fraudflow.orchestration.dag_defaults import default_args, start_date
+from fraudflow.orchestration.notifier import deadline_alert
 from fraudflow.orchestration.sensors import LandingFileSensor
 from fraudflow.settings import get_settings
 
@@ -49,6 +50,13 @@ SETTINGS = get_settings()
         "day": Param(None, type=["null", "string"], description="YYYY-MM-DD to (re-)ingest (default: the run's day)"),
     },
     default_args=default_args(SETTINGS),
+    # The run for day D starts when D ends (logical date D 00:00, data interval [D, D+1)).
+    deadline=deadline_alert(
+        "ingest_deadline",
+        "day not published by its deadline",
+        reference="logical_date",
+        after=dt.timedelta(days=1, seconds=SETTINGS.ingest_deadline_seconds),
+    ),
     tags=["fraudflow", "ingestion"],
     doc_md=__doc__,
 )

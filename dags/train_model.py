@@ -21,21 +21,30 @@ as MLflow tags and in the model card). One run at a time.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from airflow.sdk import Param, dag, task
 
 from fraudflow.orchestration.assets import MODEL_CHALLENGER
 from fraudflow.orchestration.dag_defaults import default_args, start_date
+from fraudflow.orchestration.notifier import deadline_alert
 from fraudflow.settings import get_settings
 
 SETTINGS = get_settings()
 
 
 @dag(
-    schedule=SETTINGS.train_schedule,
+    schedule=SETTINGS.train_schedule or None,  # empty: drift-triggered and manual runs only
     start_date=start_date(SETTINGS),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(SETTINGS),
+    deadline=deadline_alert(
+        "training_deadline",
+        "train_model not finished by its deadline",
+        reference="queued_at",
+        after=dt.timedelta(seconds=SETTINGS.training_deadline_seconds),
+    ),
     params={
         "reason": Param("scheduled", type="string", description="why this run (drift checks set it)"),
         "run_date": Param(None, type=["null", "string"], description="last test day (default: newest lake day)"),

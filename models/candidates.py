@@ -268,9 +268,11 @@ def load_candidate_model(model_uri: str) -> tuple[CandidateSpec, Any]:
     Raises:
         ValueError: the model was logged with none of the candidates' flavours.
     """
-    from mlflow.models import get_model_info
+    from mlflow.models import Model
 
-    flavors = get_model_info(model_uri).flavors
+    # Model.load reads the MLmodel file only; get_model_info() would also look the model's
+    # model_id up in the tracking store, which a Bento run on its own does not have.
+    flavors = Model.load(model_uri).flavors
     for spec in CANDIDATES.values():
         if spec.flavor in flavors:
             return spec, spec.load_model(model_uri)

@@ -42,3 +42,32 @@ def test_each_home_builds_into_its_own_bentoml_store(tmp_path, monkeypatch):
         _use_bentoml_home(settings)
         assert BentoMLContainer.bento_store.get()._path == settings.bentoml_home / "bentos"
         assert BentoMLContainer.model_store.get()._path == settings.bentoml_home / "models"
+
+
+def test_a_built_bento_serves_its_packed_model_on_its_own(settings):
+    """`bentoml serve fraud_scoring:v<N>` answers with model N from the Bento's own model store:
+    no MLflow (its store moved away) and whatever the deployment state says."""
+    import shutil
+
+    import httpx
+
+    from fraudflow.deployment.bento import build_model_bento
+    from fraudflow.deployment.controller import score_bodies
+    from fraudflow.deployment.service_process import ServingProcess
+    from fraudflow.serving.state import DeploymentState, write_state
+
+    frame = build_serving_home(settings, days=20, customers=200, terminals=400)
+    tag = build_model_bento(settings, "1")
+    write_state(settings, DeploymentState(champion="7", reason="a state the Bento must ignore"))
+    mlflow_dir = settings.root / "mlflow"
+    shutil.move(mlflow_dir, settings.root / "mlflow-away")
+    service = ServingProcess(settings, bento=tag).start(timeout=180)
+    try:
+        answer = httpx.post(f"{service.url}/score", json=score_bodies(frame.tail(1))[0], timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model_version"] == "1" and body["served_by"] == "champion"
+        assert 0.0 <= body["fraud_probability"] <= 1.0
+    finally:
+        service.stop()
+        shutil.move(settings.root / "mlflow-away", mlflow_dir)

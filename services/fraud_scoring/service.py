@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 from typing import Annotated
 
 import bentoml
+import yaml
 from pydantic import BaseModel, Field
 from scoring_http import Guard, Metrics, quiet_validation_tracebacks
 
 from fraudflow.serving.routing import RoutedScoring
-from fraudflow.serving.scoring import DEFAULT_MODEL_URI, ScoreResponse, Transaction
+from fraudflow.serving.scoring import DEFAULT_MODEL_URI, PACKED_PREFIX, ScoreResponse, Transaction
 from fraudflow.settings import get_settings
 
 MAX_BATCH = 1000
+
+
+def packed_model_uri() -> str | None:
+    """``bentoml:<model tag>`` when this code runs from a built Bento (its ``bento.yaml``, one
+    folder up from ``src/``, names the packed model in the label ``model``), else None."""
+    bento_yaml = Path(__file__).resolve().parent.parent / "bento.yaml"
+    if not bento_yaml.is_file():
+        return None
+    labels = (yaml.safe_load(bento_yaml.read_text()) or {}).get("labels") or {}
+    return f"{PACKED_PREFIX}{labels['model']}" if labels.get("model") else None
 
 
 class BatchResponse(BaseModel):
@@ -33,10 +45,14 @@ class BatchResponse(BaseModel):
 )
 class FraudScoring:
     def __init__(self) -> None:
-        # Champion (and during a rollout, challenger) follow serving/deployment.json; see
-        # fraudflow.routing. FRAUDFLOW_MODEL_URI only picks the model when no state exists yet.
+        # Served from a built Bento (`bentoml serve fraud_scoring:v<N>`): the model it packs,
+        # nothing else. Served from this folder (fraudflow's live service): champion and, during
+        # a rollout, challenger follow serving/deployment.json (fraudflow.serving.routing);
+        # FRAUDFLOW_MODEL_URI only picks the model while no state exists yet.
         self.routing = RoutedScoring(
-            get_settings(), default_model_uri=os.environ.get("FRAUDFLOW_MODEL_URI", DEFAULT_MODEL_URI)
+            get_settings(),
+            default_model_uri=os.environ.get("FRAUDFLOW_MODEL_URI", DEFAULT_MODEL_URI),
+            pinned_model_uri=packed_model_uri(),
         )
         self.features = self.routing.features
         self.metrics = Metrics()

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     ingest_catchup: bool = False  # unpaused, create a run for every day since start_date (not just the last)
     landing_timeout_seconds: int = Field(6 * 3600, ge=1)
     landing_poke_seconds: int = Field(60, ge=1)
+    # Deadline alert: a day not published this long after it ended (the sensor's wait plus
+    # ingestion's own time). Airflow's DeadlineAlert, fired by the scheduler.
+    ingest_deadline_seconds: int = Field(8 * 3600, ge=1)
     task_retries: int = Field(2, ge=0)
     task_retry_delay_seconds: int = Field(120, ge=0)
 
@@ -71,7 +74,8 @@ class Settings(BaseSettings):
     data_docs_index_seconds: float = Field(600.0, ge=0)
 
     # Training
-    train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed
+    train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed; "" turns it off
+    training_deadline_seconds: int = Field(3 * 3600, ge=1)  # alert: a train_model run not done this long after queued
     train_days: int = Field(7, ge=1)
     test_days: int = Field(7, ge=1)
     gate_min_average_precision: float = Field(0.50, ge=0, le=1)

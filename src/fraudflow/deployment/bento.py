@@ -13,7 +13,7 @@ import yaml
 
 from fraudflow import tags
 from fraudflow.deployment.service_process import SERVICE_DIR
-from fraudflow.registry import MODEL_NAME, set_version_tags
+from fraudflow.registry import MODEL_NAME, get_version, set_version_tags
 from fraudflow.settings import Settings, repo_root
 
 
@@ -33,8 +33,14 @@ def build_model_bento(settings: Settings, version: str) -> str:
     try:
         model = bentoml.models.get(model_tag)
     except bentoml.exceptions.NotFound:
+        # The version's serving facts travel with the weights: a Bento run on its own (no
+        # MLflow) still knows its version, family and decision threshold.
+        registered = get_version(settings, version)
         model = bentoml.mlflow.import_model(
-            model_tag, f"models:/{MODEL_NAME}/{version}", labels={"model_version": str(version), "registry": MODEL_NAME}
+            model_tag,
+            f"models:/{MODEL_NAME}/{version}",
+            labels={"model_version": str(version), "registry": MODEL_NAME},
+            metadata={k: registered.tags[k] for k in (tags.THRESHOLD, tags.CANDIDATE) if k in registered.tags},
         )
     build_ctx = repo_root() / SERVICE_DIR
     spec = yaml.safe_load((build_ctx / "bentofile.yaml").read_text())

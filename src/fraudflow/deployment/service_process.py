@@ -28,10 +28,22 @@ def free_port() -> int:
 
 
 class ServingProcess:
-    """A real ``bentoml serve`` of the scoring service on loopback, in its own process group."""
+    """A real ``bentoml serve`` of the scoring service on loopback, in its own process group.
 
-    def __init__(self, settings: Settings, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    ``bento``: serve that built Bento (``fraud_scoring:v<N>``, from the home's BentoML store)
+    instead of the service source that follows the deployment state.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        bento: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.bento = bento
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = settings.root / "logs" / f"bentoml-serve-{self.port}.log"
@@ -52,8 +64,8 @@ class ServingProcess:
         bentoml = str(Path(sys.executable).with_name("bentoml"))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=repo_root() / SERVICE_DIR,
+            [bentoml, "serve", self.bento or SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=self.settings.root if self.bento else repo_root() / SERVICE_DIR,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

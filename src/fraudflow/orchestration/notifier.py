@@ -6,10 +6,15 @@ through ``fraudflow.monitoring.alerts``: the same ``alerts.jsonl``, tiers and we
 monitoring. Airflow calls it once a task has failed for good (after its retries); a
 quarantined day arrives as the ``validate_batch`` failure, whose message names the file, the
 broken rules and the report.
+
+``deadline_missed`` is the callback of the DAGs' ``DeadlineAlert``s (``ingest_deadline``: day
+D not published in time; ``training_deadline``: a nightly training still not finished). The
+scheduler fires it through the executor when a run has not succeeded by its deadline.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from airflow.sdk import BaseNotifier
@@ -49,3 +54,55 @@ class FraudflowAlertNotifier(BaseNotifier):
                 },
             ),
         )
+
+
+def deadline_missed(check: str, what: str, context: dict[str, Any] | None = None) -> None:
+    """``SyncCallback`` of a missed ``DeadlineAlert``: an ``immediate`` alert naming the run.
+
+    Airflow passes ``context`` as ``{"dag_run": <the run as the REST API shows it>,
+    "deadline": {"id", "deadline_time"}}``.
+    """
+    from fraudflow.monitoring.alerts import Alert, Tier, send_alert
+    from fraudflow.settings import get_settings
+
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    interval_end = run.get("data_interval_end")
+    summary = (
+        f"{what}: {run.get('dag_id')} run {run.get('dag_run_id') or run.get('run_id')} "
+        f"(data interval end {interval_end}) is {run.get('state')} at its deadline {deadline.get('deadline_time')}"
+    )
+    send_alert(
+        get_settings(),
+        Alert(
+            tier=Tier.immediate,
+            check=check,
+            summary=summary[:2000],
+            details={
+                "dag_id": run.get("dag_id"),
+                "run_id": run.get("dag_run_id") or run.get("run_id"),
+                "logical_date": run.get("logical_date"),
+                "data_interval_end": interval_end,
+                "state": run.get("state"),
+                "deadline_time": str(deadline.get("deadline_time")),
+            },
+        ),
+    )
+
+
+def deadline_alert(check: str, what: str, *, reference: str, after: dt.timedelta):
+    """A ``DeadlineAlert`` that calls :func:`deadline_missed` (``reference``: ``logical_date``
+    or ``queued_at`` of the run)."""
+    from airflow.sdk.definitions.callback import SyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    references = {
+        "logical_date": DeadlineReference.DAGRUN_LOGICAL_DATE,
+        "queued_at": DeadlineReference.DAGRUN_QUEUED_AT,
+    }
+    return DeadlineAlert(
+        reference=references[reference],
+        interval=after,
+        callback=SyncCallback(deadline_missed, kwargs={"check": check, "what": what}),
+        name=check,
+    )

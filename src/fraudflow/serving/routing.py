@@ -42,8 +42,13 @@ class RoutedScoring:
         default_model_uri: str = DEFAULT_MODEL_URI,
         check_seconds: float = 0.25,
         flush_seconds: float | None = None,
+        pinned_model_uri: str | None = None,
     ) -> None:
+        """``pinned_model_uri`` serves that one model and ignores the deployment state (a Bento
+        run on its own serves the model it packs); otherwise the state's pair is served and
+        ``default_model_uri`` only while no state exists."""
         self.settings = settings
+        self.pinned = pinned_model_uri is not None
         self.path = state_path(settings)
         self.check_seconds = check_seconds
         self.features = FeatureLookup(settings)
@@ -56,9 +61,9 @@ class RoutedScoring:
         self._loading = False
         self._checked = 0.0
         self._mtime = self._stat()
-        self.state = read_state(settings)
+        self.state = DeploymentState(reason="pinned model") if self.pinned else read_state(settings)
         uri = f"models:/{MODEL_NAME}/{self.state.champion}" if self.state.champion else default_model_uri
-        self.champion: Scorer = Scorer(uri, settings)
+        self.champion: Scorer = Scorer(pinned_model_uri or uri, settings)
         self.challenger: Scorer | None = self._scorer(self.state.challenger)
         self.load_error: str | None = None
         # Follow the state file without traffic too: a quiet service must still switch (the
@@ -92,7 +97,7 @@ class RoutedScoring:
         """At most once per ``check_seconds``: if the state file changed, load it on a background
         thread; requests keep the current pair meanwhile."""
         now = time.monotonic()
-        if now - self._checked < self.check_seconds or self._loading:
+        if self.pinned or now - self._checked < self.check_seconds or self._loading:
             return
         self._checked = now
         mtime = self._stat()

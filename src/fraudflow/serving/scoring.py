@@ -103,6 +103,23 @@ class ScoreResponse(BaseModel):
     degraded_reason: str | None = None
 
 
+PACKED_PREFIX = "bentoml:"  # a model from the BentoML store, e.g. bentoml:fraud-detector:v3
+PACKED_MLFLOW_DIR = "mlflow_model"  # where bentoml.mlflow.import_model keeps the MLflow model
+
+
+def _packed_model_path(name: str, version: str) -> str | None:
+    """The MLflow model inside BentoML model ``<name>:v<version>``, if this process's BentoML
+    store holds it (``BENTOML_HOME``: the home's store for fraudflow's services)."""
+    if "BENTOML_HOME" not in os.environ:
+        return None
+    import bentoml
+
+    try:
+        return bentoml.models.get(f"{name}:v{version}").path_of(PACKED_MLFLOW_DIR)
+    except bentoml.exceptions.NotFound:
+        return None
+
+
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -118,9 +135,10 @@ class Scorer:
         import mlflow
         from mlflow import MlflowClient
 
-        from fraudflow.models.candidates import load_candidate_model
-
         settings = settings or get_settings()
+        if model_uri.startswith(PACKED_PREFIX):
+            self._init_packed(model_uri.removeprefix(PACKED_PREFIX))
+            return
         match = _MODEL_URI.match(model_uri)
         if match is None:
             raise ValueError(f"model URI must be models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
@@ -134,8 +152,28 @@ class Scorer:
         self.model_uri = model_uri
         self.model_name, self.version = name, str(mv.version)
         self.tags = dict(mv.tags or {})
+        # The weights come from the version's Bento model when deploy_model built one (the
+        # artifact a Bento packs), else from the MLflow registry.
+        packed = _packed_model_path(name, self.version)
+        self._load(packed or f"models:/{name}/{self.version}")
+
+    def _init_packed(self, tag: str) -> None:
+        """The model a Bento packs (``bentoml:fraud-detector:v<N>``): weights, version and
+        threshold from the BentoML model itself, no MLflow needed."""
+        import bentoml
+
+        model = bentoml.models.get(tag)
+        self.model_uri = f"{PACKED_PREFIX}{model.tag}"
+        self.model_name = model.info.labels.get("registry", str(model.tag.name))
+        self.version = model.info.labels["model_version"]
+        self.tags = {k: str(v) for k, v in (model.info.metadata or {}).items()}
+        self._load(model.path_of(PACKED_MLFLOW_DIR))
+
+    def _load(self, uri: str) -> None:
+        from fraudflow.models.candidates import load_candidate_model
+
         self.threshold = float(self.tags.get(tags.THRESHOLD, 0.5))
-        self.spec, self.model = load_candidate_model(f"models:/{name}/{self.version}")
+        self.spec, self.model = load_candidate_model(uri)
         self._booster = None
         if self.spec.flavor == "xgboost":
             # A loaded XGBClassifier forgets n_jobs and starts every predict on all OpenMP
