@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
 export FRAUDFLOW_HOME ?= $(CURDIR)/.fraudflow
 
-.PHONY: install demo test lint airflow serve bench lock clean
+.PHONY: install demo test up down lint airflow serve bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: install ## the whole closed loop on embedded defaults (starts from a clean
 test: install ## lint + the whole suite against real Airflow/GX/Feast/MLflow/BentoML/Evidently
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+up: install ## fraudflow live on today's clock: last 40 days landed, Airflow scheduler + UI, traffic feeder (fresh home)
+	$(BIN)/fraudflow up
+
+down: ## stop what `make up` started (Airflow, feeder, scoring service)
+	@test -x $(BIN)/fraudflow && $(BIN)/fraudflow down || echo "nothing to stop (no environment yet)"
 
 lint: install
 	$(BIN)/ruff check .

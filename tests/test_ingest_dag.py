@@ -113,3 +113,18 @@ def test_a_run_without_a_logical_date_ingests_the_oldest_waiting_day(ingest_dag,
     assert outcome.state == "failed" and outcome.failed_tasks == ["resolve_day"]
     log = capfd.readouterr()
     assert "nothing to ingest" in log.out + log.err and '{"day": "YYYY-MM-DD"}' in log.out + log.err
+
+
+def test_airflow_bug_dag_test_with_a_deadline_alert_crashes_on_success(airflow_db, settings, small_history):
+    """Airflow 3.3.2: ``dag.test()`` of a DAG with a ``DeadlineAlert`` crashes once the run
+    succeeds: ``DagRun.update_state`` prunes deadlines with ``DeadlineAlert.get_by_id`` for each
+    entry of ``dag.deadline``, which under ``dag.test()`` holds serialized dicts, not ids.
+    ``run_dag`` drops the deadlines for that reason (only a scheduler checks them); the tests
+    above show it then succeeds. When this test fails, Airflow fixed it: drop the workaround."""
+    from sqlalchemy.exc import StatementError
+
+    write_landing_files(small_history, settings.landing_dir, days=(DAY1, DAY1))
+    dag = load_dag("ingest_transactions")
+    assert dag.deadline  # the DAG file declares its deadline
+    with pytest.raises(StatementError, match="'dict' object has no attribute 'hex'"):
+        dag.test(logical_date=as_logical_date(DAY1))

@@ -201,3 +201,37 @@ def test_performance_uses_only_matured_labels(monitored_home):
 
     nothing_matured = check(frame[~matured])
     assert nothing_matured.passed and nothing_matured.skipped
+
+
+def test_no_champion_trains_the_first_model_once_the_lake_has_history(monitored_home, monkeypatch):
+    """A fresh system bootstraps itself: with no champion, monitor_drift's failed check is
+    ``no_champion`` and it triggers train_model once the lake holds
+    FRAUDFLOW_FIRST_MODEL_MIN_DAYS days; before that it skips."""
+    settings = monitored_home
+    champion = registry.aliases(settings)[registry.CHAMPION]
+    registry.delete_alias(settings, registry.CHAMPION)
+    try:
+        monkeypatch.setenv("FRAUDFLOW_FIRST_MODEL_MIN_DAYS", "1000")
+        waiting = _monitor(CLEAN_AS_OF)
+        assert waiting.state == "success" and _task_states(waiting)["check_champion"] == "skipped"
+        assert _first_model_runs() == []
+
+        monkeypatch.setenv("FRAUDFLOW_FIRST_MODEL_MIN_DAYS", "35")
+        first = _monitor(CLEAN_AS_OF)
+        assert first.state == "success", first
+        states = _task_states(first)
+        assert states["raise_alerts"] == "success" and states["trigger_train_model"] == "success"
+        (run,) = _first_model_runs()
+        assert run.conf["reason"].startswith("no champion yet: first model on ")
+        assert run.conf["failed_checks"] == ["no_champion"]
+        _forget_queued(run)
+    finally:
+        registry.promote_version(settings, champion)
+    assert registry.aliases(settings)[registry.CHAMPION] == champion
+
+
+def _first_model_runs() -> list:
+    from airflow.models import DagRun
+
+    runs = DagRun.find(dag_id="train_model")
+    return [r for r in runs if str((r.conf or {}).get("reason", "")).startswith("no champion yet")]

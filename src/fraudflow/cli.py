@@ -114,26 +114,15 @@ def demo(days, drift_days, customers, terminals, seed, fresh) -> None:
 
     settings = get_settings()
     if fresh and settings.root.exists():
-        _stop_recorded_service(settings)
+        from fraudflow.demo.live_commands import stop_everything
+
+        stop_everything(settings)
         shutil.rmtree(settings.root)
     elif (settings.transactions_dir).exists():
         raise click.ClickException(f"{settings.root} already holds a run: use --fresh (make demo does) or make clean")
     config = DemoConfig(days=days, drift_days=drift_days, customers=customers, terminals=terminals, seed=seed)
     report = run_demo(settings, config, _terminal_console())
     sys.exit(0 if report.ok else 1)
-
-
-def _stop_recorded_service(settings) -> None:
-    """A service deploy_model autostarted in this home (serving/service.pid) would outlive it."""
-    import os
-    import signal
-
-    pid_file = settings.serving_dir / "service.pid"
-    if pid_file.exists():
-        try:
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, PermissionError, ValueError):
-            pass
 
 
 @main.command("run")
@@ -336,6 +325,15 @@ def airflow(args) -> None:
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
     os.execv(airflow_bin, [airflow_bin, *args])
 
+
+def _register_live_commands() -> None:
+    from fraudflow.demo.live_commands import down, feed, up
+
+    for command in (up, feed, down):
+        main.add_command(command)
+
+
+_register_live_commands()
 
 if __name__ == "__main__":
     main()

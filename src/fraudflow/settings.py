@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     api_token: str | None = None  # bearer token the scoring API requires (and the rollout replays send)
 
     # Monitoring (monitor_drift) and alerts
+    # No champion yet: monitor_drift triggers the first training once the lake holds this many
+    # days (the 30-day windows need a month of history to mean what they mean later).
+    first_model_min_days: int = Field(35, ge=21)
     monitor_window_days: int = Field(7, ge=1)  # drift window; performance uses the same length, label delay older
     drift_amount_method: str = "wasserstein"  # Evidently stattest for amount columns (normed Wasserstein)
     drift_method: str = "psi"  # counts, terminal risk ratios and 0/1 flags

@@ -132,34 +132,10 @@ def _context(settings: Settings):
     if enabled:  # GX draws tqdm bars into the task log for every metric batch
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         context.variables.save()
-    _configure_data_docs_site(context, settings.data_docs_index_results)
+    from fraudflow.ingestion.data_docs import configure_data_docs_site
+
+    configure_data_docs_site(context, settings.data_docs_index_results)
     return context
-
-
-_VIEWS = "fraudflow.ingestion.data_docs_views"
-
-
-def _configure_data_docs_site(context, limit: int) -> None:
-    """List only the newest ``limit`` validation results on the Data Docs index page, and
-    render pages with views that compile GX's templates once per process.
-
-    The index builder deserializes every result it lists: with the default (all), each
-    checkpoint run re-read every stored validation, and a day took longer as history grew
-    (1.3-1.8 s by day 90). Every result keeps its own page; the index links the newest.
-    """
-    page_view = {"module_name": _VIEWS, "class_name": "CompiledOncePageView"}
-    for name, site in context.list_data_docs_sites().items():
-        builder = dict(site.get("site_index_builder") or {"class_name": "DefaultSiteIndexBuilder"})
-        builder |= {
-            "validation_results_limit": limit,
-            "view": {"module_name": _VIEWS, "class_name": "CompiledOnceIndexPageView"},
-        }
-        sections = dict(site.get("site_section_builders") or {})
-        for section in ("validations", "expectations"):
-            sections[section] = {**dict(sections.get(section) or {}), "view": page_view}
-        wanted = {**site, "site_index_builder": builder, "site_section_builders": sections}
-        if wanted != site:
-            context.update_data_docs_site(name, wanted)
 
 
 _PREPARED: dict[tuple, tuple[Any, Any]] = {}
@@ -224,6 +200,8 @@ def run_checkpoint(
     """Validate ``frame`` against ``suites`` in one GX Checkpoint run; build Data Docs."""
     from great_expectations.core.run_identifier import RunIdentifier
 
+    from fraudflow.ingestion.data_docs import index_is_due
+
     started = time.perf_counter()
     with _gx_lock(settings):
         context, prepared = _prepared_checkpoint(settings, checkpoint, list(suites))
@@ -234,7 +212,7 @@ def run_checkpoint(
         )
         context.build_data_docs(
             resource_identifiers=list(result.run_results),
-            build_index=_index_is_due(settings, failed=not result.success),
+            build_index=index_is_due(settings, failed=not result.success),
         )
         failures, docs, evaluated = [], [], 0
         for identifier, suite_result in result.run_results.items():
@@ -258,24 +236,14 @@ def run_checkpoint(
     )
 
 
-def _index_is_due(settings: Settings, *, failed: bool) -> bool:
-    """Whether this run also rebuilds the Data Docs index page (the run's own pages are
-    always built). The index lists every stored result's key, ~0.6 s at day 110 and growing;
-    a failed gate always rebuilds it (a person is about to look), a passing one when the last
-    rebuild is older than ``data_docs_index_seconds``. Caller holds the GX lock."""
-    marker = settings.gx_dir / ".data-docs-index-built"
-    due = failed or not marker.exists() or time.time() - marker.stat().st_mtime >= settings.data_docs_index_seconds
-    if due:
-        marker.touch()
-    return due
-
-
 def refresh_data_docs_index(settings: Settings) -> list[str]:
     """Rebuild the Data Docs index now (``fraudflow data-docs``); returns the index URLs."""
+    from fraudflow.ingestion.data_docs import index_marker
+
     with _gx_lock(settings):
         context = _context(settings)
         urls = context.build_data_docs()
-        (settings.gx_dir / ".data-docs-index-built").touch()
+        index_marker(settings).touch()
     return [_local_path(u) for u in urls.values()]
 
 
