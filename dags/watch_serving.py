@@ -6,7 +6,9 @@ Every 5 minutes (`FRAUDFLOW_SERVING_WATCH_SCHEDULE`): probes the scoring service
 **immediate** alert when the service is down or when more than `FRAUDFLOW_ALERT_ERROR_RATE`
 of the requests answered since the previous check failed (4xx/5xx). Alerts go to the task
 log, `monitoring/alerts.jsonl` and the optional webhook `FRAUDFLOW_ALERT_WEBHOOK_URL`.
-The task itself succeeds: an outage is reported by the alert, not by a red task.
+The task itself succeeds: an outage is reported by the alert, not by a red task; with
+`FRAUDFLOW_SERVING_AUTOSTART` (default on) and a champion, a service that is down is started
+again (a first deployment has no service to keep, a crashed one is restarted).
 
 **reconcile_rollout**: when no `deploy_model` run is queued or running, a service left in
 shadow or canary (a killed controller), half-done alias moves (a crash between two registry
@@ -43,7 +45,14 @@ def watch_serving():
         settings = get_settings()
         health, alerts = probe(settings, settings.serving_url)
         sent = [send_alert(settings, a).model_dump(mode="json") for a in alerts]
-        return {"health": health.model_dump(), "alerts": sent}
+        restarted = None
+        if not health.up and settings.serving_autostart:
+            from fraudflow.deployment.service_process import ensure_service
+
+            # A champion with no service answering (never started after a first deployment,
+            # or crashed): start it, as deploy_model's autostart does. Nothing without one.
+            restarted = ensure_service(settings) or None
+        return {"health": health.model_dump(), "alerts": sent, "started_service": restarted}
 
     @task
     def reconcile_rollout(ti=None) -> dict:

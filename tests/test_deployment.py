@@ -323,3 +323,27 @@ def _fail_orphaned_runs(dag_id: str) -> None:
     with create_session() as session:
         for run in session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.state == DagRunState.RUNNING):
             run.state = DagRunState.FAILED
+
+
+def test_watch_serving_starts_the_champion_when_no_service_answers(deployment, monkeypatch):
+    """A champion and no service (a first deployment has none to keep; a crashed one): with
+    autostart on, watch_serving alerts service_down and starts it."""
+    import signal
+
+    from fraudflow.deployment.service_process import free_port
+
+    settings, _, bodies = deployment
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("FRAUDFLOW_SERVING_URL", url)
+    monkeypatch.setenv("FRAUDFLOW_SERVING_AUTOSTART", "true")
+    outcome = run_dag(load_dag("watch_serving"), logical_date=None)
+    pid = int((settings.serving_dir / "service.pid").read_text())
+    try:
+        assert outcome.state == "success", outcome
+        alerts = [json.loads(line) for line in (settings.root / "monitoring" / "alerts.jsonl").read_text().splitlines()]
+        assert any(a["check"] == "service_down" and url in a["summary"] for a in alerts)
+        answer = httpx.post(f"{url}/score", json=bodies[0], timeout=30)
+        assert answer.status_code == 200 and answer.json()["model_version"] == read_state(settings).champion
+    finally:
+        os.killpg(pid, signal.SIGTERM)
+        (settings.serving_dir / "service.pid").unlink()
