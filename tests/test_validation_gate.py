@@ -213,6 +213,24 @@ def test_every_failed_gate_is_listed_on_the_data_docs_index(gate):
         assert page in html, page
 
 
+def test_every_quarantine_raised_an_alert_naming_the_file_and_the_broken_rules(gate):
+    """The failure notifier's alert for a rejected file names it, each broken expectation
+    and where it was quarantined (what a person reads first)."""
+    from fraudflow.monitoring.alerts import read_alerts
+
+    settings, *_ = gate
+    alerts = [a for a in read_alerts(settings) if a["check"] == "task_failed:ingest_transactions.validate_batch"]
+    rejected = [r for r in list_quarantined(settings) if r.stage == "validation"]
+    assert len(alerts) == len(rejected) > 0
+    for record in rejected:
+        (alert,) = [a for a in alerts if f"date={record.day}" in a["summary"]]
+        source = settings.landing_dir / f"date={record.day}" / Path(record.file).name
+        assert str(source) in alert["summary"] and f"quarantined to {record.folder}" in alert["summary"]
+        for failure in record.failures:  # the summary may be cut; the details keep 4,000 characters
+            assert failure["expectation"] in alert["details"]["error"], (failure["expectation"], alert["details"])
+        assert alert["tier"] == "immediate"
+
+
 def test_landing_parquet_metadata_attrs_are_dropped(tmp_path):
     """pandas deep-copies ``DataFrame.attrs`` on every operation; a file carrying writer attrs
     slowed the gate 1.5 s per day. ``read_batch`` keeps the rows only."""

@@ -343,7 +343,8 @@ def validate_batch(settings: Settings, *, staged: StagedBatch, run_id: str | Non
         validation_id=result.validation_id,
         run_id=run_id,
     )
+    # Where the file went comes first: an alert's summary is cut at 2,000 characters.
     raise BatchRejected(
-        f"{staged.source_file} rejected by {len(result.failures)} expectation(s): {summary}. "
-        f"Quarantined to {record.folder} (reason.json); Data Docs: {', '.join(result.data_docs) or 'n/a'}"
+        f"{staged.source_file} rejected by {len(result.failures)} expectation(s), quarantined to "
+        f"{record.folder} (reason.json): {summary}. Data Docs: {', '.join(result.data_docs) or 'n/a'}"
     )
