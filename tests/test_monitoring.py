@@ -117,6 +117,7 @@ def test_clean_window_raises_no_alarm_and_triggers_nothing(monitored_home, monke
     assert _train_model_runs(settings) == []
     for html in (summary["input_drift"]["report_html"], summary["prediction_drift"]["report_html"]):
         assert Path(html).stat().st_size > 10_000  # Evidently's rendered report
+    assert "Dataset Drift is NOT detected" in Path(summary["input_drift"]["report_html"]).read_text()
 
 
 def test_drifted_window_names_the_columns_and_triggers_training_once(monitored_home, monkeypatch):
@@ -136,6 +137,20 @@ def test_drifted_window_names_the_columns_and_triggers_training_once(monitored_h
     assert {"TX_AMOUNT", "TX_DURING_NIGHT", "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"} <= drifted
     assert not any(c.startswith("TERMINAL_ID") for c in drifted)  # what the drift did not touch
     assert any(f.startswith("input_drift: TX_AMOUNT") for f in summary["failed_checks"])
+    # Evidently's own headline says what fraudflow decided (its default 0.5 share would not).
+    report = Path(summary["input_drift"]["report_html"]).read_text()
+    assert "Dataset Drift is detected" in report and "Dataset Drift is NOT detected" not in report
+    assert len(drifted) < len(summary["input_drift"]["columns"]) / 2  # the case the default got wrong
+
+    # both runs' snapshots are in the Evidently workspace, stamped with the judged day
+    from evidently.ui.workspace import Workspace
+
+    from fraudflow.monitoring.workspace import PROJECT, workspace_dir
+
+    workspace = Workspace(str(workspace_dir(settings)))
+    (project,) = workspace.search_project(PROJECT)
+    runs = [workspace.get_run(project.id, run_id) for run_id in workspace.list_runs(project.id)]
+    assert len(runs) >= 4 and DRIFTED_AS_OF in {r.timestamp.date() for r in runs}
 
     (run,) = _train_model_runs(settings)
     assert str(getattr(run.state, "value", run.state)) == "queued"

@@ -63,6 +63,7 @@ class DriftCheck(BaseModel):
     columns: list[ColumnDrift]
     reason: str
     report_html: str
+    snapshot_json: str = ""  # the Evidently snapshot (added to the workspace, fraudflow.monitoring.workspace)
     reference_rows: int
     current_rows: int
     current_source: str  # lake | prediction_log
@@ -113,11 +114,35 @@ def _failed_tests(snapshot: Any) -> list[str]:
     return [t["name"] for t in snapshot.dict()["tests"] if "FAIL" in str(t["status"]).upper()]
 
 
+def _stamp(as_of: dt.date | None, name: str) -> dict[str, Any]:
+    """Snapshot timestamp = the judged day (the workspace plots drift over monitored days)."""
+    if as_of is None:
+        return {"name": name}
+    return {"name": f"{name} {as_of}", "timestamp": dt.datetime.combine(as_of, dt.time(23, 59))}
+
+
+def _save(snapshot: Any, out_dir: Path, name: str) -> tuple[str, str]:
+    html, snap = out_dir / f"{name}.html", out_dir / f"{name}.json"
+    snapshot.save_html(str(html))
+    # Evidently 0.7.23: save_json() writes the metrics view, which Snapshot.load() cannot read
+    # back; dumps() is the full form the workspace loads.
+    snap.write_text(snapshot.dumps())
+    return str(html), str(snap)
+
+
 def check_input_drift(
-    settings: Settings, reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, source: str = "lake"
+    settings: Settings,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    out_dir: Path,
+    source: str = "lake",
+    as_of: dt.date | None = None,
 ) -> DriftCheck:
     """Evidently drift on the 15 model inputs; fails when more than
-    ``drift_max_drifted_inputs`` columns drift (a condition on Evidently's column count)."""
+    ``drift_max_drifted_inputs`` columns drift (a condition on Evidently's column count).
+
+    The preset's ``drift_share`` is set to the same rule (Evidently's default, half of the
+    columns, would headline "Dataset Drift is NOT detected" on a run fraudflow failed)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount
     from evidently.presets import DataDriftPreset
@@ -126,9 +151,10 @@ def check_input_drift(
     methods = drift_methods(settings)
     definition = DataDefinition(numerical_columns=MODEL_INPUTS)
     common = {"columns": MODEL_INPUTS, "per_column_method": methods, "threshold": settings.drift_threshold}
+    drift_share = (settings.drift_max_drifted_inputs + 1) / len(MODEL_INPUTS)
     report = Report(
         [
-            DataDriftPreset(**common),
+            DataDriftPreset(**common, drift_share=drift_share),
             DriftedColumnsCount(**common, tests=[lte(settings.drift_max_drifted_inputs)]),
         ],
         include_tests=True,
@@ -136,9 +162,9 @@ def check_input_drift(
     snapshot = report.run(
         Dataset.from_pandas(current[MODEL_INPUTS].reset_index(drop=True), data_definition=definition),
         Dataset.from_pandas(reference[MODEL_INPUTS].reset_index(drop=True), data_definition=definition),
+        **_stamp(as_of, "input_drift"),
     )
-    html = out_dir / "input_drift.html"
-    snapshot.save_html(str(html))
+    html, snap = _save(snapshot, out_dir, "input_drift")
     columns = _evidently_columns(snapshot, methods)
     drifted = [c for c in columns if c.drifted]
     failed_tests = [t for t in _failed_tests(snapshot) if "Drifted Columns" in t or "drifted columns" in t.lower()]
@@ -154,7 +180,8 @@ def check_input_drift(
         passed=passed,
         columns=columns,
         reason=reason,
-        report_html=str(html),
+        report_html=html,
+        snapshot_json=snap,
         reference_rows=len(reference),
         current_rows=len(current),
         current_source=source,
@@ -162,7 +189,12 @@ def check_input_drift(
 
 
 def check_prediction_drift(
-    settings: Settings, reference_scores: np.ndarray, current_scores: np.ndarray, source: str, out_dir: Path
+    settings: Settings,
+    reference_scores: np.ndarray,
+    current_scores: np.ndarray,
+    source: str,
+    out_dir: Path,
+    as_of: dt.date | None = None,
 ) -> DriftCheck:
     """Evidently drift of the champion's score distribution (PSI by default)."""
     from evidently import DataDefinition, Dataset, Report
@@ -173,9 +205,9 @@ def check_prediction_drift(
     snapshot = Report([metric], include_tests=True).run(
         Dataset.from_pandas(pd.DataFrame({SCORE: current_scores}), data_definition=definition),
         Dataset.from_pandas(pd.DataFrame({SCORE: reference_scores}), data_definition=definition),
+        **_stamp(as_of, "prediction_drift"),
     )
-    html = out_dir / "prediction_drift.html"
-    snapshot.save_html(str(html))
+    html, snap = _save(snapshot, out_dir, "prediction_drift")
     columns = _evidently_columns(snapshot, {SCORE: settings.prediction_drift_method})
     passed = not _failed_tests(snapshot) and not any(c.drifted for c in columns)
     c = columns[0]
@@ -185,7 +217,8 @@ def check_prediction_drift(
         passed=passed,
         columns=columns,
         reason=reason,
-        report_html=str(html),
+        report_html=html,
+        snapshot_json=snap,
         reference_rows=len(reference_scores),
         current_rows=len(current_scores),
         current_source=source,

@@ -33,6 +33,7 @@ from fraudflow.monitoring.checks import (
     check_prediction_drift,
     monitoring_windows,
 )
+from fraudflow.monitoring.workspace import add_monitoring_snapshots
 from fraudflow.registry import CHAMPION, VersionRef, version_by_alias
 from fraudflow.settings import Settings
 from fraudflow.tracking import MONITORING_EXPERIMENT, configure_mlflow
@@ -164,12 +165,12 @@ def monitor_champion(settings: Settings, *, as_of: dt.date, run_id: str | None =
     # windows per request); the lake's point-in-time features when the log is too thin.
     served = logged_inputs(settings, champion, windows.recent_start, windows.recent_end) if source != "lake" else None
     input_drift = (
-        check_input_drift(settings, train_ref, recent, out_dir)
+        check_input_drift(settings, train_ref, recent, out_dir, as_of=as_of)
         if served is None
-        else check_input_drift(settings, train_ref, served, out_dir, source="prediction_log")
+        else check_input_drift(settings, train_ref, served, out_dir, source="prediction_log", as_of=as_of)
     )
     prediction_drift = check_prediction_drift(
-        settings, reference_scores(champion, test_ref), current_scores, source, out_dir
+        settings, reference_scores(champion, test_ref), current_scores, source, out_dir, as_of=as_of
     )
     performance = check_performance(
         frame,
@@ -193,6 +194,7 @@ def monitor_champion(settings: Settings, *, as_of: dt.date, run_id: str | None =
     )
     result.mlflow_run_id = _log_monitoring_run(settings, result, run_id=run_id)
     Path(result.summary_json).write_text(result.model_dump_json(indent=2))
+    add_monitoring_snapshots(settings, [input_drift.snapshot_json, prediction_drift.snapshot_json], MODEL_INPUTS)
 
     record_lineage(
         settings,
