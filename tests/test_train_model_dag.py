@@ -98,6 +98,10 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     text = card.read_text()
     assert "handbook: XGBoost, defaults" in text and "Known limits" in text and "fraud_detection_v1" in text
     assert "Registered model refit" in text
+    # The card is the version's description (MLflow renders it) and its HTML is rendered Markdown.
+    assert client.get_model_version(registry.MODEL_NAME, challenger.version).description == text
+    html = card.with_suffix(".html").read_text()
+    assert "<table>" in html and "<h2>Known limits</h2>" in html and "<pre>" not in html and "|---|" not in html
 
     # Promote it (what deploy_model will do), then train a deliberately crippled candidate.
     registry.promote_challenger(settings)

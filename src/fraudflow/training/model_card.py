@@ -76,8 +76,16 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 
 _HTML = """<!doctype html><html><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:.2em .6em}pre{white-space:pre-wrap}</style></head>
-<body><pre>{{ markdown }}</pre></body></html>"""
+td,th{border:1px solid #ccc;padding:.2em .6em}code{background:#f4f4f4}</style></head>
+<body>{{ body }}</body></html>"""
+
+
+def markdown_to_html(markdown: str) -> str:
+    """CommonMark with GitHub tables (markdown-it-py, the renderer rich and MLflow's stack ship);
+    raw HTML in the card is escaped, not passed through."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
 
 def render_model_card(*, version: VersionRef, decision, training_set, reason: str, refit=None) -> str:
@@ -96,8 +104,9 @@ def render_model_card(*, version: VersionRef, decision, training_set, reason: st
 def write_model_card(
     settings: Settings, *, version: VersionRef, decision, training_set, reason: str, refit=None
 ) -> str:
-    """Write ``model_card.md`` and ``model_card.html`` next to the training set, log both to the
-    version's run; return the Markdown path."""
+    """Write ``model_card.md`` and ``model_card.html`` (rendered) under ``model_cards/``, log both
+    to the version's run and make the Markdown the version's description, so MLflow's model page
+    renders the card itself; return the Markdown path."""
     import mlflow
     from jinja2 import Environment as _Env
 
@@ -110,12 +119,17 @@ def write_model_card(
     folder.mkdir(parents=True, exist_ok=True)
     md_path = folder / f"{version.name}-v{version.version}.md"
     md_path.write_text(markdown)
+    from markupsafe import Markup
+
     html = (
-        _Env(autoescape=True).from_string(_HTML).render(title=f"{version.name} v{version.version}", markdown=markdown)
+        _Env(autoescape=True)
+        .from_string(_HTML)
+        .render(title=f"{version.name} v{version.version}", body=Markup(markdown_to_html(markdown)))
     )
     md_path.with_suffix(".html").write_text(html)
     configure_mlflow(settings)
     with mlflow.start_run(run_id=decision.best.run_id):
         mlflow.log_artifact(str(md_path), "model_card")
         mlflow.log_artifact(str(md_path.with_suffix(".html")), "model_card")
+    mlflow.MlflowClient().update_model_version(version.name, version.version, description=markdown)
     return str(md_path)
