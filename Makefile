@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
 export FRAUDFLOW_HOME ?= $(CURDIR)/.fraudflow
+TEST_WORKERS ?= 2  # pytest-xdist workers; each test module stays on one (tests/conftest.py)
 
-.PHONY: install demo test up down lint airflow serve bench lock clean
+.PHONY: install demo test up down lint airflow mlflow evidently serve bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,7 @@ demo: install ## the whole closed loop on embedded defaults (starts from a clean
 
 test: install ## lint + the whole suite against real Airflow/GX/Feast/MLflow/BentoML/Evidently
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 up: install ## fraudflow live on today's clock: last 40 days landed, Airflow scheduler + UI, traffic feeder (fresh home)
 	$(BIN)/fraudflow up
@@ -35,6 +36,12 @@ lint: install
 
 airflow: install ## Airflow UI (http://localhost:8080) on the same home as `make demo`
 	$(BIN)/fraudflow airflow standalone
+
+mlflow: install ## MLflow UI (http://127.0.0.1:5000) on the home's runs and registry (model cards as descriptions)
+	$(BIN)/fraudflow mlflow-ui
+
+evidently: install ## Evidently UI (http://127.0.0.1:8000): every monitoring run, drift over the monitored days
+	$(BIN)/fraudflow evidently-ui
 
 serve: install ## the scoring API (bentoml serve) on http://127.0.0.1:3000, champion from the demo
 	$(BIN)/fraudflow serve --port 3000

@@ -16,11 +16,16 @@ prediction log; every decision also goes to `serving/decisions.jsonl`.
    decision agreement.
 4. **canary**: a sticky share of customers is answered by the challenger; checks: error
    rate (a challenger failure the champion covered still counts), p99 latency, score PSI.
-5. **decide** -> **promote** (`champion` alias moves to the staged version, old one becomes
+5. **approve_promotion**: with `FRAUDFLOW_REQUIRE_APPROVAL` (on in the production profile) and
+   both stages passed, a person approves or rejects in the Airflow UI (Required actions), shown
+   the gate and canary evidence; no answer within `FRAUDFLOW_APPROVAL_TIMEOUT_SECONDS` rejects.
+   The canary keeps its share meanwhile. Otherwise it returns at once.
+6. **decide** -> **promote** (`champion` alias moves to the staged version, old one becomes
    `previous`) or **rollback** (champion alone again; the version keeps the reason). Both act
    only on the pinned version and only if the state is still at the stage's revision (a
-   manual `fraudflow rollback` meanwhile is never overwritten).
-6. **close_rollout** (teardown, runs whatever failed): a service still in shadow or canary
+   manual `fraudflow rollback` meanwhile is never overwritten); both record who approved or
+   rejected on the version.
+7. **close_rollout** (teardown, runs whatever failed): a service still in shadow or canary
    returns to the champion alone, with the reason in the decision log.
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, setup, task, teardown
 
+from fraudflow.orchestration.approval import PromotionApproval
 from fraudflow.orchestration.assets import MODEL_CHALLENGER
 from fraudflow.orchestration.dag_defaults import default_args, start_date
 from fraudflow.settings import get_settings
@@ -124,41 +130,54 @@ def deploy_model():
         )
 
     @task.branch
-    def decide(shadow_decision: dict, canary_decision: dict) -> str:
+    def decide(shadow_decision: dict, canary_decision: dict, approval: dict | None) -> str:
         import logging
+
+        from fraudflow.deployment.approval import approval_outcome
+        from fraudflow.settings import get_settings
 
         log = logging.getLogger("fraudflow.rollout")
         for d in (shadow_decision, canary_decision):
             log.info("%s: %s (%s)", d["stage"], "passed" if d["check"]["passed"] else "FAILED", d["check"]["reason"])
-        return "promote" if shadow_decision["check"]["passed"] and canary_decision["check"]["passed"] else "rollback"
+        outcome = approval_outcome(get_settings(), approval)
+        log.info("approval: %s (%s)", outcome.answer, outcome.reason)
+        passed = shadow_decision["check"]["passed"] and canary_decision["check"]["passed"]
+        return "promote" if passed and outcome.approved else "rollback"
 
     @task
-    def promote(rollout: dict, canary_decision: dict) -> dict:
+    def promote(rollout: dict, canary_decision: dict, approval: dict | None) -> dict:
+        from fraudflow.deployment.approval import approval_outcome, record_approval
         from fraudflow.deployment.controller import promote as promote_version
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.serving.state import StaleDeploymentState
         from fraudflow.settings import get_settings
 
+        settings = get_settings()
+        record_approval(settings, rollout["version"], approval_outcome(settings, approval))
         with fail_without_retry(StaleDeploymentState):
             return promote_version(
-                get_settings(),
+                settings,
                 rollout["url"],
                 version=rollout["version"],
                 expected_revision=canary_decision["revision"],
             )
 
     @task
-    def rollback(rollout: dict, shadow_decision: dict, canary_decision: dict) -> dict:
+    def rollback(rollout: dict, shadow_decision: dict, canary_decision: dict, approval: dict | None) -> dict:
+        from fraudflow.deployment.approval import approval_outcome, record_approval
         from fraudflow.deployment.controller import reject_challenger
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.serving.state import StaleDeploymentState
         from fraudflow.settings import get_settings
 
+        settings = get_settings()
+        outcome = approval_outcome(settings, approval)
+        record_approval(settings, rollout["version"], outcome)
         failed = [d for d in (shadow_decision, canary_decision) if not d["check"]["passed"]]
-        reason = "; ".join(f"{d['stage']}: {d['check']['reason']}" for d in failed)
+        reason = "; ".join(f"{d['stage']}: {d['check']['reason']}" for d in failed) or f"approval: {outcome.reason}"
         with fail_without_retry(StaleDeploymentState):
             return reject_challenger(
-                get_settings(),
+                settings,
                 reason,
                 rollout["url"],
                 version=rollout["version"],
@@ -180,8 +199,13 @@ def deploy_model():
     rollout = open_rollout()
     shadow_decision = shadow(rollout, build_bento(rollout))
     canary_decision = canary(rollout, shadow_decision)
-    ends = [promote(rollout, canary_decision), rollback(rollout, shadow_decision, canary_decision)]
-    decide(shadow_decision, canary_decision) >> ends
+    approval = PromotionApproval(task_id="approve_promotion")
+    canary_decision >> approval
+    ends = [
+        promote(rollout, canary_decision, approval.output),
+        rollback(rollout, shadow_decision, canary_decision, approval.output),
+    ]
+    decide(shadow_decision, canary_decision, approval.output) >> ends
     ends >> close_rollout(rollout)
 
 

@@ -21,6 +21,10 @@ run for day D starts at D+1 00:00 UTC with `ds` = D.
    `lake/transactions/date=<ds>/`, then emits the `fraudflow_lake_transactions` Asset
    that downstream DAGs are scheduled on.
 
+5. **request_review** (only when 2 or 3 quarantined the file and `FRAUDFLOW_REVIEW_QUARANTINE`
+   is on): triggers `review_quarantine` for the day, where a person releases or keeps the file
+   in the UI.
+
 Re-running a date replaces its partition (never duplicates); dates may run in any order.
 Data errors fail the run at once (no retry: bad bytes do not heal); the lake is untouched.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -125,9 +130,19 @@ def ingest_transactions():
         }
         return published.model_dump(mode="json")
 
+    @task.short_circuit(trigger_rule="one_failed")
+    def review_wanted() -> bool:
+        """A file was quarantined (the only way 2 or 3 fail); ask a person only if configured."""
+        return get_settings().quarantine_review_required
+
     day >> wait_for_landing_file
     staged = load_landing_file(wait_for_landing_file.output, day)
-    publish_partition(staged, validate_batch(staged))
+    validation = validate_batch(staged)
+    publish_partition(staged, validation)
+    request_review = TriggerDagRunOperator(
+        task_id="request_review", trigger_dag_id="review_quarantine", conf={"day": "{{ ti.xcom_pull('resolve_day') }}"}
+    )
+    [staged, validation] >> review_wanted() >> request_review
 
 
 ingest_transactions()

@@ -32,6 +32,16 @@ os.environ.update(
 os.environ.pop("FRAUDFLOW_HOME", None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """``make test`` runs on two xdist workers (``--dist loadgroup``): each module's tests stay
+    together on one worker, so a module fixture is built once; modules marked
+    ``xdist_group("closed_loop")`` share the session's closed loop on one worker."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated Airflow metadata DB (SQLite) shared by the session's DAG tests."""
@@ -71,3 +81,29 @@ def serving_home(tmp_path_factory):
         settings = get_settings()
         frame = build_serving_home(settings)
     return settings, frame  # FRAUDFLOW_HOME is not left set: users pass settings explicitly
+
+
+@pytest.fixture(scope="session")
+def closed_loop(airflow_db, tmp_path_factory):
+    """``make demo``'s closed loop at small scale (``tests.helpers.CLOSED_LOOP``), run once per
+    session (~4.5 min) for the loop's own tests and the Airflow UI tests, which read its home:
+    ``(settings, report, console text)``. Modules using it carry ``xdist_group("closed_loop")``
+    so one worker runs them all."""
+    from rich.console import Console
+
+    from fraudflow.demo.closed_loop import run_demo
+    from fraudflow.settings import get_settings
+    from tests.helpers import CLOSED_LOOP
+
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("loop")
+        mp.setenv("FRAUDFLOW_HOME", str(root / "home"))
+        mp.setenv("FRAUDFLOW_AIRFLOW_HOME_DIR", str(airflow_db))  # the session's migrated Airflow DB
+        # A 1,000-card world lands near AP 0.5: the floors are config, lowered so the test is
+        # about the loop's mechanics (full-size quality: benchmarks/model_quality.py).
+        mp.setenv("FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION", "0.3")
+        mp.setenv("FRAUDFLOW_GATE_MIN_AUC_ROC", "0.7")
+        settings = get_settings()
+        with (root / "demo.txt").open("w") as fh:
+            report = run_demo(settings, CLOSED_LOOP, Console(file=fh, width=160))
+    return settings, report, (root / "demo.txt").read_text()

@@ -7,6 +7,12 @@ import hashlib
 from pathlib import Path
 
 from fraudflow import tags
+from fraudflow.demo.closed_loop import DemoConfig
+
+# The closed loop the session runs once (conftest ``closed_loop``): 52 undrifted days, so the
+# first model's training window (days 31-37) has full 30-day feature windows and the only drift
+# monitor_drift can find is the injected one.
+CLOSED_LOOP = DemoConfig(days=52, drift_days=21, customers=1000, terminals=2000, seed=3, replay_per_day=80)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -11,37 +11,18 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from rich.console import Console
 
 from fraudflow import tags
-from fraudflow.demo.closed_loop import DemoConfig, run_demo
 from fraudflow.registry import CHAMPION, MODEL_NAME, aliases
 from fraudflow.serving.prediction_log import read_predictions
+from tests.helpers import CLOSED_LOOP as CONFIG
 
-pytestmark = pytest.mark.e2e
-
-# 52 undrifted days: the first model's training window (days 31-37) has full 30-day feature
-# windows, so the only drift monitor_drift can find is the injected one.
-CONFIG = DemoConfig(days=52, drift_days=21, customers=1000, terminals=2000, seed=3, replay_per_day=80)
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("closed_loop")]
 
 
-@pytest.fixture(scope="module")
-def loop(airflow_db, tmp_path_factory):
-    from fraudflow.settings import get_settings
-
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("loop")
-        mp.setenv("FRAUDFLOW_HOME", str(root / "home"))
-        mp.setenv("FRAUDFLOW_AIRFLOW_HOME_DIR", str(airflow_db))  # the session's migrated Airflow DB
-        # A 1,000-card world lands near AP 0.5: the floors are config, lowered so the test is
-        # about the loop's mechanics (full-size quality: benchmarks/model_quality.py).
-        mp.setenv("FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION", "0.3")
-        mp.setenv("FRAUDFLOW_GATE_MIN_AUC_ROC", "0.7")
-        settings = get_settings()
-        console = Console(file=(root / "demo.txt").open("w"), width=160)
-        report = run_demo(settings, CONFIG, console)
-        console.file.close()
-        yield settings, report, (root / "demo.txt").read_text()
+@pytest.fixture()
+def loop(closed_loop):
+    return closed_loop
 
 
 def test_every_stage_ran_and_the_demo_reports_ok(loop):

@@ -326,14 +326,15 @@ def airflow(args) -> None:
     os.execv(airflow_bin, [airflow_bin, *args])
 
 
-def _register_live_commands() -> None:
+def _register_commands() -> None:
     from fraudflow.demo.live_commands import down, feed, up
+    from fraudflow.ui.commands import evidently_ui, mlflow_ui
 
-    for command in (up, feed, down):
+    for command in (up, feed, down, mlflow_ui, evidently_ui):
         main.add_command(command)
 
 
-_register_live_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     rollout_alert_volume_band: float = Field(1.5, ge=1)  # flagged share vs the champion's, either way
     rollout_min_shadow_requests: int = Field(200, ge=1)
     rollout_min_canary_requests: int = Field(100, ge=1)
+    # A person approves (or rejects) promotion after a passed canary, in the Airflow UI (HITL);
+    # None: required in the production profile only. No answer within the timeout = reject.
+    require_approval: bool | None = None
+    approval_timeout_seconds: int = Field(24 * 3600, ge=1)  # also the quarantine review's (no answer: keep)
+    # A quarantined file triggers review_quarantine (release or keep, in the UI); None: production only.
+    review_quarantine: bool | None = None
     prediction_flush_seconds: float = Field(1.0, gt=0)  # prediction log buffer; always flushed on stop
     api_token: str | None = None  # bearer token the scoring API requires (and the rollout replays send)
 
@@ -121,6 +127,7 @@ class Settings(BaseSettings):
     alert_webhook_timeout_seconds: float = Field(5.0, gt=0)
     serving_watch_schedule: str = "*/5 * * * *"  # watch_serving: service down / error rate
 
+    mlflow_ui_url: str = "http://127.0.0.1:5000"  # `make mlflow`; the fraudflow page links runs there
     airflow_home_dir: Path | None = None  # Airflow's own home when not <home>/airflow (e.g. a shared one)
 
     # Production profile: the engines (required when profile=production, unused when local).
@@ -138,6 +145,18 @@ class Settings(BaseSettings):
         if self.feast_online_store:
             return self.feast_online_store
         return "redis" if self.profile is Profile.production else "sqlite"
+
+    @property
+    def approval_required(self) -> bool:
+        if self.require_approval is not None:
+            return self.require_approval
+        return self.profile is Profile.production
+
+    @property
+    def quarantine_review_required(self) -> bool:
+        if self.review_quarantine is not None:
+            return self.review_quarantine
+        return self.profile is Profile.production
 
     @model_validator(mode="after")
     def _production_needs_its_engines(self) -> Settings:

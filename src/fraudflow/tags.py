@@ -31,6 +31,8 @@ MODEL_CARD = PREFIX + "model_card"
 BENTO = PREFIX + "bento"  # the Bento tag built for the version
 ROLLOUT = PREFIX + "rollout"  # "promoted" / "rolled_back"
 ROLLOUT_REASON = PREFIX + "rollout_reason"
+APPROVAL = PREFIX + "approval"  # "approved" / "rejected" / "timed_out" (a person's answer before promotion)
+APPROVED_BY = PREFIX + "approved_by"  # who answered in the Airflow UI (the HITL responder)
 
 # -- the gate's verdict (on the training parent run and on the version)
 GATE = PREFIX + "gate"  # "passed" / "failed"

@@ -145,3 +145,25 @@ def release_quarantined(settings: Settings, day: dt.date, *, run_id: str | None 
         wrote={"landing_file": str(target), "sha256": file_sha256(target), "report_archive": str(archive)},
     )
     return target
+
+
+def review_request(settings: Settings, day: dt.date) -> dict[str, str]:
+    """Subject and Markdown body of the release-or-keep prompt (``review_quarantine`` DAG): what
+    was rejected and why, and what Release does."""
+    reason = quarantine_folder(settings, day) / REASON_FILE
+    if not reason.exists():
+        raise ReleaseError(f"nothing quarantined for {day} (looked in {reason.parent})")
+    record = QuarantineRecord.model_validate_json(reason.read_text())
+    rules = "\n".join(
+        f"| {f.get('expectation', '?')} | {f.get('column') or '-'} | "
+        f"{f.get('unexpected_count') if f.get('unexpected_count') is not None else f.get('observed_value', '')} |"
+        for f in record.failures[:20]
+    )
+    body = (
+        f"**{Path(record.file).name}** for {day} was quarantined at the {record.stage} stage: {record.summary}\n\n"
+        f"| rule | column | unexpected rows / observed |\n|---|---|---|\n{rules}\n\n"
+        f"The file is in `{record.folder}`. **Release** moves it back to landing and ingests the day again "
+        "(the gate judges it again: replace the file there first if the sender corrected it); **Keep** leaves it "
+        "quarantined. No answer keeps it."
+    )
+    return {"subject": f"Release the quarantined file of {day}?", "body": body}

@@ -62,13 +62,18 @@ def live_env(settings: Settings, *, api_url: str, jwt_secret: str) -> dict[str, 
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",  # else a finished task holds its slot ~5 s
+        # an approval's timeout (HITL, applied by the scheduler) lands within 5 s, not 15
+        "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
-def start_airflow(settings: Settings, *, port: int | None = None, timeout: float = 180) -> LiveAirflow:
-    """Migrate the home's metadata DB, start the three components, wait until the api-server
-    answers and the scheduler heartbeats. Raises (after stopping what it started) if one exits.
+def start_airflow(
+    settings: Settings, *, port: int | None = None, timeout: float = 180, components: tuple[str, ...] = COMPONENTS
+) -> LiveAirflow:
+    """Migrate the home's metadata DB, start the components (all three by default; the UI alone:
+    ``("api-server",)``), wait until the api-server answers and, if started, the scheduler
+    heartbeats. Raises (after stopping what it started) if one exits.
 
     Touches nothing in this process's environment (a caller may have imported Airflow on
     another home): every Airflow step runs in a child process.
@@ -90,7 +95,7 @@ def start_airflow(settings: Settings, *, port: int | None = None, timeout: float
         "dag-processor": [airflow, "dag-processor"],
     }
     started: list[LiveProcess] = []
-    for name in COMPONENTS:
+    for name in components:
         log = logs / f"{name}.log"
         proc = subprocess.Popen(
             commands[name], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
@@ -115,7 +120,8 @@ def _wait_healthy(live: LiveAirflow, timeout: float) -> None:
                 raise RuntimeError(f"airflow {p.name} exited: {p.log.read_text(errors='replace')[-3000:]}")
         try:
             health = httpx.get(f"{live.api_url}/api/v2/monitor/health", timeout=2).json()
-            if health.get("scheduler", {}).get("status") == "healthy":
+            waits_for = "scheduler" if any(p.name == "scheduler" for p in live.processes) else "metadatabase"
+            if health.get(waits_for, {}).get("status") == "healthy":
                 return
         except (httpx.HTTPError, json.JSONDecodeError):
             pass

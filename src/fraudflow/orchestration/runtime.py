@@ -126,7 +126,10 @@ def run_dag(
     # "'dict' object has no attribute 'hex'"; tests/test_dag_test_deadline_bug.py shows it).
     # Deadlines are the scheduler's to check, and dag.test() has none: run without them.
     dag.deadline = None
-    dr = dag.test(logical_date=logical_date, run_conf=conf, use_executor=use_executor)
+    from fraudflow.orchestration.task_logs import task_logs_for_ui
+
+    with task_logs_for_ui(enabled=not use_executor):  # executors' workers write their own
+        dr = dag.test(logical_date=logical_date, run_conf=conf, use_executor=use_executor)
     instances = dr.get_task_instances()
     failed = sorted(ti.task_id for ti in instances if ti.state == "failed")
     far_future = dt.datetime.max.replace(tzinfo=dt.UTC)
