@@ -83,7 +83,15 @@ def up(days, speedup, port, customers, terminals, seed) -> None:
         unpause(
             settings,
             live,
-            ["ingest_transactions", "build_features", "monitor_drift", "train_model", "deploy_model", "watch_serving"],
+            [
+                "ingest_transactions",
+                "build_features",
+                "monitor_drift",
+                "train_model",
+                "deploy_model",
+                "watch_serving",
+                "review_quarantine",  # runs only when a quarantine asks for review (production profile)
+            ],
         )
     log = settings.root / "logs" / "feeder.log"
     feeder = subprocess.Popen(
