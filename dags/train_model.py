@@ -11,7 +11,9 @@ as MLflow tags and in the model card). One run at a time.
    opens the MLflow parent run with the lineage (partitions, GX validation ids).
 2. **validate_training_set**: GX suite `training_set`.
 3. **train_candidate** (mapped: `xgboost`, `mlp`): one nested MLflow run each, with metrics
-   (AUC ROC, AP, CP@100), ROC/PR plots and the model in its MLflow flavour.
+   (AUC ROC, AP, CP@100), ROC/PR plots and the model in its MLflow flavour. With
+   `FRAUDFLOW_SELECTION_TRIALS` > 1 the family's parameters are first chosen by prequential
+   validation on folds before the test window (each trial a nested run with its fold scores).
 4. **evaluate_gate**: floors, then non-inferiority and slices against the `champion`.
 5. **gate_passed**: short-circuit: a failed gate ends here, reason in the log and in MLflow
    (tag `fraudflow.gate`), nothing registered, aliases untouched.
@@ -105,15 +107,23 @@ def train_model():
     @task
     def train_candidate(candidate: str, training_set: dict, params: dict | None = None) -> dict:
         from fraudflow.settings import get_settings
+        from fraudflow.training.prequential import select_parameters
         from fraudflow.training.train import train_candidate as train
         from fraudflow.training.training_set import TrainingSet
 
+        settings = get_settings()
+        ts = TrainingSet.model_validate(training_set)
+        chosen = params["candidate_params"].get(candidate)  # a person's explicit choice wins
+        if chosen is None and settings.selection_trials > 1:
+            chosen = select_parameters(
+                settings,
+                candidate=candidate,
+                training_set=ts,
+                n_folds=settings.selection_folds,
+                budget=settings.selection_trials,
+            ).best_params
         run = train(
-            get_settings(),
-            candidate=candidate,
-            training_set=TrainingSet.model_validate(training_set),
-            params=params["candidate_params"].get(candidate, {}),
-            shuffle_labels=params["shuffle_labels"],
+            settings, candidate=candidate, training_set=ts, params=chosen or {}, shuffle_labels=params["shuffle_labels"]
         )
         return run.model_dump(mode="json")
 

@@ -46,8 +46,11 @@ def _client(settings):
     return MlflowClient(settings.mlflow_tracking_uri)
 
 
-def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(trained_home):
+def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(trained_home, monkeypatch):
     settings = trained_home
+    # xgboost's parameters chosen by prequential selection (2 trials, 1 fold); mlp's given (FAST)
+    monkeypatch.setenv("FRAUDFLOW_SELECTION_TRIALS", "2")
+    monkeypatch.setenv("FRAUDFLOW_SELECTION_FOLDS", "1")
     dag = load_dag("train_model")
     assert (settings.feast_dir / "online_store.db").exists()
 
@@ -60,8 +63,11 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    trials = [r for r in runs if r.info.run_name.startswith("select ")]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r not in trials]
     assert len(parents) == 1 and len(children) == 3  # two candidates and the refit of the better one
+    assert sorted(r.info.run_name for r in trials)[0].startswith("select xgboost") and len(trials) == 2
+    assert all("fold0.average_precision" in r.data.metrics for r in trials)
     candidates = [c for c in children if tags.REFIT_OF not in c.data.tags]
     (refit,) = [c for c in children if tags.REFIT_OF in c.data.tags]
     assert {c.data.tags[tags.CANDIDATE] for c in candidates} == {"xgboost", "mlp"}
@@ -122,3 +128,27 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     assert latest.data.tags[tags.GATE] == "failed"
     assert "min_average_precision" in latest.data.tags[tags.GATE_REASON]
     assert latest.data.tags[tags.CHAMPION_VERSION] == "1"
+
+
+def test_prequential_selection_judges_folds_before_the_test_window(trained_home):
+    """Each trial is a nested MLflow run with one score per fold; the folds end before the test
+    window; the winner is the best mean validation AP, recorded on the parent run."""
+    from fraudflow.training.prequential import select_parameters
+    from fraudflow.training.training_set import build_training_set
+
+    settings = trained_home
+    training_set = build_training_set(settings, run_date=LAST_DAY, run_id="selection-test", reason="test")
+    selection = select_parameters(settings, candidate="xgboost", training_set=training_set, n_folds=2, budget=3)
+    assert len(selection.folds) == 2
+    assert all(f.test_end < training_set.window.test_start for f in selection.folds)
+    assert len(selection.trials) == 3 and selection.trials[0].params == {}
+    best = max(selection.trials, key=lambda t: t.mean_average_precision)
+    assert selection.best_params == best.params
+    client = _client(settings)
+    for trial in selection.trials:
+        run = client.get_run(trial.run_id)
+        assert run.data.tags["mlflow.parentRunId"] == training_set.parent_run_id
+        assert {"fold0.average_precision", "fold1.average_precision", "mean_average_precision"} <= set(run.data.metrics)
+        assert run.data.metrics["fold0.average_precision"] == pytest.approx(trial.fold_average_precision[0])
+    artifacts = {a.path for a in client.list_artifacts(training_set.parent_run_id, "selection")}
+    assert "selection/xgboost.json" in artifacts

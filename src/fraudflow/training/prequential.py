@@ -1,0 +1,168 @@
+"""Prequential model selection (Fraud Detection Handbook, chapter 5): each family's small
+hyper-parameter search, judged on folds that end before the test window.
+
+The validation folds have the test split's own shape (train days, label-delay gap, validation
+days) and end where the *training* window ends: fold 0 validates on the training week itself,
+trained on the week ``delay + validation`` days earlier; fold ``k`` moves that back ``k``
+validation lengths. So selection never reads the test window, and every fold honours the label
+delay (a card's frauds known in a fold's training week or its gap leave that fold's validation
+days, as in the test split). Each trial (one parameter set over every fold) is a nested MLflow
+run under the training parent run, with its fold scores; the winner's parameters and fold
+scores go on the parent run and into the model card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from fraudflow.features.compute import LABEL, MODEL_INPUTS
+from fraudflow.settings import Settings
+from fraudflow.training.training_set import TrainingSet, TrainingWindow, training_window
+
+# The searched values per family (the defaults are always one of the trials).
+SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
+    "xgboost": {"n_estimators": [150, 300, 600], "max_depth": [3, 4, 6], "learning_rate": [0.05, 0.1]},
+    "mlp": {"hidden": [(64, 32), (128, 64)], "dropout": [0.0, 0.2], "epochs": [15, 30]},
+}
+
+
+class LeakingFold(ValueError):
+    """A fold that would read the test window or labels younger than the delay."""
+
+
+class Trial(BaseModel):
+    params: dict[str, Any]
+    fold_average_precision: list[float]
+    mean_average_precision: float
+    run_id: str
+
+
+class Selection(BaseModel):
+    candidate: str
+    folds: list[TrainingWindow]
+    trials: list[Trial]
+    best_params: dict[str, Any]
+    seconds: float
+
+
+def prequential_folds(window: TrainingWindow, n_folds: int) -> list[TrainingWindow]:
+    """The validation folds for ``window`` (the test split): same train / delay / validation
+    lengths, fold 0 validating on the training week, each next one a validation length earlier."""
+    valid_days = (window.test_end - window.test_start).days + 1
+    train_days = (window.train_end - window.train_start).days + 1
+    folds = [
+        training_window(
+            window.train_end - dt.timedelta(days=k * valid_days),
+            train_days=train_days,
+            delay_days=window.delay_days,
+            test_days=valid_days,
+        )
+        for k in range(n_folds)
+    ]
+    for fold in folds:
+        check_fold(fold, window)
+    return folds
+
+
+def check_fold(fold: TrainingWindow, window: TrainingWindow) -> None:
+    """Refuse a fold that reads the test window, or validates on days whose labels the fold's
+    training could not have had yet (validation must start more than ``delay`` days after the
+    fold's training ends)."""
+    if fold.test_end >= window.test_start or fold.train_end >= window.test_start:
+        raise LeakingFold(f"fold {fold.train_start}..{fold.test_end} reaches the test window from {window.test_start}")
+    if (fold.test_start - fold.train_end).days <= window.delay_days:
+        raise LeakingFold(
+            f"fold validates from {fold.test_start}, within the {window.delay_days}-day label delay of its "
+            f"training end {fold.train_end}"
+        )
+
+
+def parameter_grid(candidate: str, budget: int) -> list[dict[str, Any]]:
+    """At most ``budget`` parameter sets: the family's defaults first, then the grid in a fixed
+    order spread over the space (every k-th combination), so a small budget still varies each
+    parameter."""
+    space = SEARCH_SPACE[candidate]
+    combos = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    picked: list[dict[str, Any]] = [{}]
+    step = max(1, len(combos) // max(1, budget - 1))
+    for combo in combos[::step]:
+        if len(picked) >= budget:
+            break
+        picked.append(combo)
+    return picked
+
+
+def _fold_frames(settings: Settings, folds: Iterable[TrainingWindow]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    from fraudflow.training.training_set import TrainingSetRejected, _point_in_time_split
+
+    frames = []
+    for fold in folds:
+        try:
+            train, valid, _ = _point_in_time_split(settings, fold)
+        except TrainingSetRejected:
+            continue  # before the lake's first day
+        if train[LABEL].nunique() < 2 or valid[LABEL].sum() == 0:
+            continue  # a fold without both classes judges nothing
+        frames.append((train, valid))
+    return frames
+
+
+def select_parameters(
+    settings: Settings, *, candidate: str, training_set: TrainingSet, n_folds: int, budget: int
+) -> Selection:
+    """Run the search for one family; every trial a nested MLflow run with its fold scores."""
+    import mlflow
+
+    from fraudflow.models.candidates import CANDIDATES
+    from fraudflow.tracking import configure_mlflow
+    from fraudflow.training.metrics import evaluate_scores
+
+    spec = CANDIDATES[candidate]
+    started = time.perf_counter()
+    folds = prequential_folds(training_set.window, n_folds)
+    frames = _fold_frames(settings, folds)
+    if not frames:
+        raise ValueError(f"no usable prequential fold before {training_set.window.train_start}: too little history")
+    configure_mlflow(settings)
+    trials = []
+    for params in parameter_grid(candidate, budget):
+        scores = []
+        name = f"select {candidate} " + (", ".join(f"{k}={v}" for k, v in params.items()) or "defaults")
+        with mlflow.start_run(run_name=name, nested=True, parent_run_id=training_set.parent_run_id) as run:
+            effective = spec.validate_params(params).model_dump()
+            mlflow.log_params({f"model.{k}": v for k, v in effective.items()} | {"selection.folds": len(frames)})
+            for k, (train, valid) in enumerate(frames):
+                model = spec.fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), params)
+                metrics = evaluate_scores(valid, spec.predict_proba(model, valid[MODEL_INPUTS]))
+                scores.append(float(metrics.average_precision))
+                mlflow.log_metrics(
+                    {
+                        f"fold{k}.average_precision": metrics.average_precision,
+                        f"fold{k}.card_precision_at_100": metrics.card_precision_at_100,
+                    }
+                )
+            mean = float(np.mean(scores))
+            mlflow.log_metric("mean_average_precision", mean)
+        trials.append(
+            Trial(params=params, fold_average_precision=scores, mean_average_precision=mean, run_id=run.info.run_id)
+        )
+    best = max(trials, key=lambda t: t.mean_average_precision)
+    selection = Selection(
+        candidate=candidate,
+        folds=folds[: len(frames)],
+        trials=trials,
+        best_params=best.params,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    with mlflow.start_run(run_id=training_set.parent_run_id):
+        mlflow.log_dict(selection.model_dump(mode="json"), f"selection/{candidate}.json")
+        mlflow.set_tag(f"fraudflow.selection.{candidate}", str(best.params or "defaults")[:4000])
+    return selection
