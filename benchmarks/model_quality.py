@@ -6,7 +6,11 @@ Split (handbook): train 2018-07-25..07-31, 7-day delay, test 2018-08-08..08-14, 
 compromised cards removed from the test set. Targets: XGBoost >= 0.862 / 0.639 / 0.273
 (AUC / AP / CP@100, published XGBoost defaults); aim past AP 0.687 and CP@100 0.303.
 
-    .venv/bin/python benchmarks/model_quality.py [--seed 0] [--gx]
+    .venv/bin/python benchmarks/model_quality.py [--seed 0] [--gx] [--selection 6 --folds 2]
+
+With ``--selection N`` each family is also trained with the parameters prequential selection
+chose (``fraudflow.training.prequential``, N trials on folds before the test window), and the
+table shows it beside the defaults, with the search time.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ def publish_history(settings, stages: Stages, seed: int, gx: bool) -> None:
     stages("feast apply", lambda: apply_feature_repo(settings))
 
 
-def train(settings, stages: Stages):
-    """The baseline split's training set through Feast, and each candidate trained on it."""
+def train(settings, stages: Stages, selection: int, folds: int):
+    """The baseline split's training set through Feast, and each candidate trained on it (with
+    its defaults, and with ``selection`` > 1 also with the parameters prequential selection chose)."""
+    from fraudflow.training.prequential import select_parameters
     from fraudflow.training.train import train_candidate
     from fraudflow.training.training_set import build_training_set, training_window
 
@@ -60,9 +66,23 @@ def train(settings, stages: Stages):
         lambda: build_training_set(settings, run_date=RUN_DATE, run_id="bench", reason="benchmark", window=window),
     )
     runs = {
-        name: stages(f"train {name}", lambda n=name: train_candidate(settings, candidate=n, training_set=ts))
+        f"{name} (defaults)": stages(
+            f"train {name}", lambda n=name: train_candidate(settings, candidate=n, training_set=ts)
+        )
         for name in CANDIDATES
     }
+    if selection > 1:
+        for name in CANDIDATES:
+            chosen = stages(
+                f"select {name} ({selection} trials x {folds} folds)",
+                lambda n=name: select_parameters(
+                    settings, candidate=n, training_set=ts, n_folds=folds, budget=selection
+                ),
+            )
+            runs[f"{name} (selected: {chosen.best_params or 'defaults'})"] = stages(
+                f"train {name} selected",
+                lambda n=name, p=chosen.best_params: train_candidate(settings, candidate=n, training_set=ts, params=p),
+            )
     return window, ts, runs
 
 
@@ -94,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--gx", action="store_true", help="also run the GX landing gate on every day")
     parser.add_argument("--home", default=None, help="fraudflow home (default: a new temp dir)")
+    parser.add_argument("--selection", type=int, default=0, help="prequential selection trials per family")
+    parser.add_argument("--folds", type=int, default=2, help="prequential folds (with --selection)")
     args = parser.parse_args()
     home = use_home(args.home, prefix="fraudflow-bench-quality-")
 
@@ -102,7 +124,7 @@ def main() -> None:
     settings = get_settings()
     stages = Stages()
     publish_history(settings, stages, args.seed, args.gx)
-    window, ts, runs = train(settings, stages)
+    window, ts, runs = train(settings, stages, args.selection, args.folds)
     print_results(window, ts, runs, stages, args.seed)
     print(f"\nhome: {home}")
 
