@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
 export FRAUDFLOW_HOME ?= $(CURDIR)/.fraudflow
-TEST_WORKERS ?= 2  # pytest-xdist workers; each test module stays on one (tests/conftest.py)
+TEST_WORKERS ?= 2  # pytest-xdist workers; each test module stays whole on one (tests/conftest.py)
 
 .PHONY: install demo test up down lint airflow mlflow evidently serve bench lock clean
 
@@ -23,7 +23,7 @@ demo: install ## the whole closed loop on embedded defaults (starts from a clean
 
 test: install ## lint + the whole suite against real Airflow/GX/Feast/MLflow/BentoML/Evidently
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 up: install ## fraudflow live on today's clock: last 40 days landed, Airflow scheduler + UI, traffic feeder (fresh home)
 	$(BIN)/fraudflow up

@@ -32,14 +32,24 @@ os.environ.update(
 os.environ.pop("FRAUDFLOW_HOME", None)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """``make test`` runs on two xdist workers (``--dist loadgroup``): each module's tests stay
-    together on one worker, so a module fixture is built once; modules marked
-    ``xdist_group("closed_loop")`` share the session's closed loop on one worker."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs on two xdist workers: each test module stays whole on one worker (its
+    module fixtures are built once), and the ``test_closed_loop*.py`` modules share one worker,
+    in file order, so the session's closed loop runs once and its own checks read it before the
+    UI tests change it.
+
+    A scheduler, not ``--dist loadgroup``: pytest-xdist 3.8.0 marks a group by rewriting
+    ``item._nodeid``, which pytest 9.2 no longer reads (nodeid comes from ``item._id``), so
+    every ``xdist_group`` is silently ignored (tests/test_foundation.py shows it)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "closed_loop" if Path(module).name.startswith("test_closed_loop") else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +97,8 @@ def serving_home(tmp_path_factory):
 def closed_loop(airflow_db, tmp_path_factory):
     """``make demo``'s closed loop at small scale (``tests.helpers.CLOSED_LOOP``), run once per
     session (~4.5 min) for the loop's own tests and the Airflow UI tests, which read its home:
-    ``(settings, report, console text)``. Modules using it carry ``xdist_group("closed_loop")``
-    so one worker runs them all."""
+    ``(settings, report, console text)``. Modules using it are named ``test_closed_loop*.py``
+    so one worker runs them all (``pytest_xdist_make_scheduler``)."""
     from rich.console import Console
 
     from fraudflow.demo.closed_loop import run_demo

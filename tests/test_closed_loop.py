@@ -17,7 +17,7 @@ from fraudflow.registry import CHAMPION, MODEL_NAME, aliases
 from fraudflow.serving.prediction_log import read_predictions
 from tests.helpers import CLOSED_LOOP as CONFIG
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("closed_loop")]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture()

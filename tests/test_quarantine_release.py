@@ -19,7 +19,10 @@ pytestmark = pytest.mark.e2e
 DAY = dt.date(2018, 4, 2)
 
 
-def test_release_round_trip(airflow_db, settings, small_history):
+def test_release_round_trip(airflow_db, settings, small_history, monkeypatch):
+    from fraudflow import cli
+
+    monkeypatch.setattr(cli.console, "width", 250)  # its width was fixed at import (80 off a terminal)
     (landing,) = write_landing_files(small_history, settings.landing_dir, days=(DAY, DAY))
     good = pd.read_parquet(landing)
     good.assign(SOURCE_SYSTEM="pos-v2").to_parquet(landing, index=False)  # an unexpected column

@@ -10,7 +10,7 @@ log sources (structlog loggers, stdlib logging, ``print``) into
 ``{base_log_folder}/{rendered log_filename_template}`` as the JSON lines a real supervisor writes
 (``airflow.sdk.log.logging_processors(json_output=True)``). Console output is unchanged.
 
-It patches a semi-private function: ``tests/test_airflow_ui.py`` reads such a log back through
+It patches a semi-private function: ``tests/test_closed_loop_ui.py`` reads such a log back through
 the api-server, so an Airflow upgrade that moves it fails there, not silently.
 """
 
