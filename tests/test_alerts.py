@@ -101,13 +101,44 @@ def test_a_failing_webhook_is_recorded_not_raised(settings, monkeypatch):
         from fraudflow.settings import get_settings
 
         delivery = send_alert(get_settings(), Alert(tier=Tier.immediate, check="error_rate", summary="x"))
-    assert delivery.sent and delivery.webhook_status == "500"
+    assert not delivery.sent and delivery.webhook_status == "500"
+    assert len(receiver.received) == 3  # tried three times (0.5 s, 1 s backoff)
     monkeypatch.setenv("FRAUDFLOW_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/nobody")
     from fraudflow.settings import get_settings
 
     delivery = send_alert(get_settings(), Alert(tier=Tier.immediate, check="error_rate", summary="y"))
-    assert delivery.sent and delivery.webhook_status.startswith("ConnectError")
-    assert len(read_alerts(get_settings())) == 2
+    assert not delivery.sent and delivery.webhook_status.startswith("ConnectError")
+    assert [a["sent"] for a in read_alerts(get_settings())] == [False, False]
+
+
+def test_an_alert_the_webhook_did_not_take_is_not_throttled(hooked):
+    """Only a delivered alert counts as sent: the day's next performance alert tries again."""
+    settings, receiver = hooked
+    (alert,) = monitoring_alerts(_result(performance_failed=True, drifted=False))
+    receiver.status = 503
+    failed = send_alert(settings, alert)
+    receiver.status = 200
+    retried = send_alert(settings, alert.model_copy(update={"raised_at": alert.raised_at + dt.timedelta(minutes=5)}))
+    throttled = send_alert(settings, alert.model_copy(update={"raised_at": alert.raised_at + dt.timedelta(minutes=9)}))
+    assert (failed.sent, retried.sent, throttled.sent) == (False, True, False)
+    assert retried.webhook_status == "200" and len(receiver.received) == 4  # 3 tries, then the retry
+
+
+def test_a_torn_alert_line_is_skipped_and_alerting_goes_on(settings, caplog):
+    """A process killed mid-append leaves half a record: readers skip it with a warning, and the
+    next alert still lands on a line of its own."""
+    from fraudflow.monitoring.alerts import alerts_log
+
+    send_alert(settings, Alert(tier=Tier.immediate, check="service_down", summary="first"))
+    whole = alerts_log(settings).read_bytes()
+    send_alert(settings, Alert(tier=Tier.immediate, check="service_down", summary="second"))
+    written = alerts_log(settings).read_bytes()
+    alerts_log(settings).write_bytes(written[: len(whole) + (len(written) - len(whole)) // 2])  # torn mid-record
+    caplog.set_level("WARNING", logger="fraudflow.jsonlines")
+    third = send_alert(settings, Alert(tier=Tier.daily, check="performance", summary="third"))
+    assert third.sent
+    assert [a["summary"] for a in read_alerts(settings)] == ["first", "third"]
+    assert "torn write" in caplog.text
 
 
 def test_without_a_webhook_alerts_are_logged(settings, caplog):

@@ -141,3 +141,35 @@ def test_pytest_xdist_ignores_xdist_group_under_pytest_9(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:]
     workers = set(re.findall(r"\[(gw\d)\]", done.stdout))
     assert workers == {"gw0", "gw1"}, done.stdout[-2000:]  # one group, yet both workers ran it
+
+
+def test_a_bad_date_on_the_command_line_is_a_usage_error_not_a_traceback():
+    from click.testing import CliRunner
+
+    from fraudflow.cli import main
+
+    done = CliRunner().invoke(main, ["ingest", "--start", "2018-13-01", "--end", "2018-04-02"])
+    assert done.exit_code == 2 and done.exception is None or isinstance(done.exception, SystemExit)
+    assert "Invalid value for '--start'" in done.output and "'2018-13-01' is not a date (YYYY-MM-DD)" in done.output
+    assert "Traceback" not in done.output
+
+
+def test_a_stale_service_pid_of_another_process_is_left_alone(tmp_path, monkeypatch):
+    """``fraudflow down`` stops a recorded scoring service only if that pid is still one."""
+    import subprocess
+
+    from fraudflow.demo.live_commands import _stop_recorded_service
+    from fraudflow.settings import get_settings
+
+    monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "home"))
+    settings = get_settings()
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)  # took the recorded pid
+    try:
+        settings.serving_dir.mkdir(parents=True)
+        (settings.serving_dir / "service.pid").write_text(str(bystander.pid))
+        assert _stop_recorded_service(settings) is False
+        assert bystander.poll() is None  # still running
+        assert not (settings.serving_dir / "service.pid").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -23,7 +23,10 @@ def _terminal_console() -> Console:
 
 
 def _date(_ctx, _param, value):
-    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+    try:
+        return dt.date.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,9 +7,6 @@ One JSON object a line under the fraudflow home. Appends are single ``write`` ca
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from fraudflow.settings import Settings
@@ -31,20 +28,14 @@ def record_lineage(
         "read": read,
         "wrote": wrote,
     }
-    path = settings.lineage_log
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(event, default=str, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    from fraudflow.jsonlines import append_json_line
+
+    append_json_line(settings.lineage_log, event)
     return event
 
 
 def read_lineage(settings: Settings, *, stage: str | None = None) -> list[dict[str, Any]]:
-    path: Path = settings.lineage_log
-    if not path.exists():
-        return []
-    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from fraudflow.jsonlines import read_json_lines
+
+    events = read_json_lines(settings.lineage_log)
     return [e for e in events if stage is None or e["stage"] == stage]

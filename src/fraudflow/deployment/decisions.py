@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,14 @@ def decisions_path(settings: Settings) -> Path:
 
 
 def read_decisions(settings: Settings) -> list[dict[str, Any]]:
-    """Every recorded decision, oldest first."""
-    path = decisions_path(settings)
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """Every recorded decision, oldest first (a torn line is skipped with a warning)."""
+    from fraudflow.jsonlines import read_json_lines
+
+    return read_json_lines(decisions_path(settings))
 
 
 def record_decision(settings: Settings, decision: dict[str, Any]) -> None:
     """Append a stage decision to ``serving/decisions.jsonl`` (also shown in the task log)."""
-    path = decisions_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fh.write(json.dumps({"at": dt.datetime.now(dt.UTC).isoformat(), **decision}, default=str) + "\n")
+    from fraudflow.jsonlines import append_json_line
+
+    append_json_line(decisions_path(settings), {"at": dt.datetime.now(dt.UTC).isoformat(), **decision})

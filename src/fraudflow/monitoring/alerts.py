@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -63,10 +62,10 @@ def _period(tier: Tier, when: dt.datetime) -> str:
 
 
 def read_alerts(settings: Settings) -> list[dict[str, Any]]:
-    path = alerts_log(settings)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every recorded alert, oldest first (a torn line is skipped with a warning)."""
+    from fraudflow.jsonlines import read_json_lines
+
+    return read_json_lines(alerts_log(settings))
 
 
 def _already_sent(settings: Settings, alert: Alert) -> bool:
@@ -77,43 +76,56 @@ def _already_sent(settings: Settings, alert: Alert) -> bool:
     )
 
 
-def _post(url: str, alert: Alert, timeout: float) -> str:
+def _delivered(status: str | None) -> bool:
+    return status is not None and status.isdigit() and int(status) < 300
+
+
+def _post(url: str, alert: Alert, timeout: float, attempts: int = 3) -> str:
+    """POST with retries (0.5 s, 1 s backoff) on a connection error or a 5xx/429; the last
+    status or error."""
+    import time
+
     import httpx
 
-    try:
-        response = httpx.post(url, json=json.loads(alert.model_dump_json()), timeout=timeout)
-        return str(response.status_code)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
+    status = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        try:
+            response = httpx.post(url, json=json.loads(alert.model_dump_json()), timeout=timeout)
+            status = str(response.status_code)
+            if response.status_code < 500 and response.status_code != 429:
+                return status
+        except httpx.HTTPError as exc:
+            status = f"{type(exc).__name__}: {exc}"
+    return status
 
 
 def send_alert(settings: Settings, alert: Alert) -> Delivery:
     """Log, record and (webhook configured) POST ``alert``, unless its tier already sent it
-    this period."""
+    this period. Only a delivered alert counts as sent: one the webhook did not take (after
+    retries) is recorded ``sent: false``, so the next one in the period tries again."""
     if _already_sent(settings, alert):
         log.info("alert %s/%s already sent this %s period: %s", alert.tier, alert.check, alert.tier, alert.summary)
         delivery = Delivery(alert=alert, sent=False)
     else:
         level = logging.ERROR if alert.tier is Tier.immediate else logging.WARNING
         log.log(level, "ALERT [%s] %s: %s", alert.tier, alert.check, alert.summary)
-        status = None
+        status, sent = None, True  # without a webhook the log is the delivery
         if settings.alert_webhook_url:
             status = _post(settings.alert_webhook_url, alert, settings.alert_webhook_timeout_seconds)
-            if not status.isdigit() or int(status) >= 300:
+            sent = _delivered(status)
+            if not sent:
                 log.error("alert webhook %s did not take the alert: %s", settings.alert_webhook_url, status)
-        delivery = Delivery(alert=alert, sent=True, webhook_status=status)
+        delivery = Delivery(alert=alert, sent=sent, webhook_status=status)
     record = json.loads(alert.model_dump_json()) | {
         "sent": delivery.sent,
         "webhook_status": delivery.webhook_status,
         "period": _period(alert.tier, alert.raised_at),
     }
-    path = alerts_log(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
-    finally:
-        os.close(fd)
+    from fraudflow.jsonlines import append_json_line
+
+    append_json_line(alerts_log(settings), record)
     return delivery
 
 
