@@ -162,6 +162,17 @@ def test_explain_traces_a_logged_prediction_to_its_data(deployment):
     assert lineage["data"]["lake_partitions"] and lineage["features"]["feature_service"] == "fraud_detection_v1"
     assert set(lineage["request"]["features"]) >= {"TX_AMOUNT", "TERMINAL_ID_RISK_30DAY_WINDOW"}
 
+    # A client-chosen id that looks like rich markup is printed as text (it crashed explain).
+    hostile = httpx.post(f"{service.url}/score", json=bodies[2] | {"transaction_id": "[/x]"}, timeout=10).json()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (read_predictions(settings.predictions_dir)["request_id"] == hostile["request_id"]).any():
+            break
+        time.sleep(0.3)
+    printed = CliRunner().invoke(main, ["explain", hostile["request_id"]])
+    assert printed.exit_code == 0, printed.output
+    assert "transaction [/x]" in printed.output
+
 
 def test_first_deployment_promotes_without_a_champion(airflow_db, settings):
     """No champion yet: shadow and canary are recorded as skipped, the challenger is promoted."""

@@ -293,9 +293,12 @@ def explain(request_id, as_json) -> None:
     if as_json:
         click.echo(json.dumps(lineage, indent=2, default=str))
         return
+    from rich.markup import escape
+
     r, m, t, d = lineage["request"], lineage["model"], lineage["training"], lineage["data"]
-    console.print(
-        f"[bold]request[/] {r['request_id']}: transaction {r['transaction_id']} score {r['score']:.4f} "
+    console.print(  # the transaction id is the client's text: never rich markup
+        f"[bold]request[/] {escape(str(r['request_id']))}: transaction {escape(str(r['transaction_id']))} "
+        f"score {r['score']:.4f} "
         f"served by {r['served_by']}{' (degraded)' if r['degraded'] else ''}"
     )
     console.print(
