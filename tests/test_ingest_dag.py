@@ -99,6 +99,24 @@ def test_out_of_order_and_user_csv_with_string_ids(ingest_dag, settings, small_h
     assert str(lake["TX_DATETIME"].dtype) == "datetime64[us]"
 
 
+def test_timezone_aware_times_are_judged_and_stored_in_utc(ingest_dag, settings, small_history):
+    """A file written with aware timestamps (Brussels time, the same instants) is not quarantined
+    as "not between" its day: it is read as the UTC wall time the lake stores."""
+    day = DAYS[1]
+    frame = day_rows(small_history, day).sort_values("TRANSACTION_ID").reset_index(drop=True)
+    expected = frame["TX_DATETIME"].astype("datetime64[us]")
+    aware = frame.assign(TX_DATETIME=frame["TX_DATETIME"].dt.tz_localize("UTC").dt.tz_convert("Europe/Brussels"))
+    folder = settings.landing_dir / f"date={day}"
+    folder.mkdir(parents=True)
+    aware.to_parquet(folder / "aware.parquet", index=False)
+
+    outcome = run_dag(ingest_dag, logical_date=as_logical_date(day))
+
+    assert outcome.state == "success", outcome
+    lake = read_lake(settings).sort_values("TRANSACTION_ID").reset_index(drop=True)
+    assert (lake["TX_DATETIME"] == expected).all()
+
+
 def test_a_run_without_a_logical_date_ingests_the_oldest_waiting_day(ingest_dag, settings, small_history, capfd):
     """Airflow 3's Trigger button and REST API may leave the logical date empty: the run takes the
     oldest landed day that is not published yet, and with none says how to name a day."""

@@ -110,9 +110,9 @@ def read_batch(path: Path) -> pd.DataFrame:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
             frame.attrs = {}
-            return frame
+            return _in_utc(frame)
         if fmt == "csv":
-            return _with_parsed_timestamps(pd.read_csv(path))
+            return _in_utc(_with_parsed_timestamps(pd.read_csv(path)))
     except BatchParseError:
         raise
     except Exception as exc:  # pyarrow/pandas raise a dozen types for unreadable bytes
@@ -125,6 +125,15 @@ def _with_parsed_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     becomes null, which the not-null expectation then reports by column."""
     if "TX_DATETIME" in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame["TX_DATETIME"]):
         frame["TX_DATETIME"] = pd.to_datetime(frame["TX_DATETIME"], errors="coerce", format="ISO8601")
+    return frame
+
+
+def _in_utc(frame: pd.DataFrame) -> pd.DataFrame:
+    """Timezone-aware TX_DATETIME values become the UTC wall time fraudflow stores (the lake is
+    naive UTC): a file written with aware times is judged on the same clock as every other file,
+    not quarantined as "not between" its day's bounds."""
+    if "TX_DATETIME" in frame.columns and isinstance(frame["TX_DATETIME"].dtype, pd.DatetimeTZDtype):
+        frame["TX_DATETIME"] = frame["TX_DATETIME"].dt.tz_convert("UTC").dt.tz_localize(None)
     return frame
 
 
