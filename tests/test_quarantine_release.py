@@ -56,3 +56,28 @@ def test_release_round_trip(airflow_db, settings, small_history, monkeypatch):
 
     missing = runner.invoke(main, ["quarantine", "release", "2018-05-01"])
     assert missing.exit_code != 0 and "nothing quarantined" in missing.output
+
+
+def test_a_torn_quarantine_report_does_not_break_the_listing(airflow_db, settings, small_history, caplog):
+    """Two quarantined days, one report cut mid-write: the other is still listed, the torn one
+    named in a warning, and its file is still in quarantine."""
+    from fraudflow.ingestion.quarantine import REASON_FILE, list_quarantined, quarantine_folder
+
+    days = (DAY, DAY + dt.timedelta(days=1))
+    dag = load_dag("ingest_transactions")
+    for day in days:
+        (landing,) = write_landing_files(small_history, settings.landing_dir, days=(day, day))
+        pd.read_parquet(landing).assign(SOURCE_SYSTEM="pos-v2").to_parquet(landing, index=False)
+        assert run_dag(dag, logical_date=as_logical_date(day)).state == "failed"
+    torn = quarantine_folder(settings, days[0]) / REASON_FILE
+    torn.write_text(torn.read_text()[:40])
+    import logging
+
+    logger = logging.getLogger("fraudflow.ingestion.quarantine")
+    logger.addHandler(caplog.handler)  # Airflow's dag.test() reconfigured logging: listen directly
+    try:
+        assert [r.day for r in list_quarantined(settings)] == [days[1]]
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert f"{torn} is unreadable" in caplog.text
+    assert (torn.parent / landing.name).exists()

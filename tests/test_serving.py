@@ -7,6 +7,7 @@ normal one, one whose online store is gone (degraded mode) and one behind a bear
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -329,6 +330,14 @@ def test_error_rate_over_threshold_is_an_immediate_alert(serving_home, servers, 
         assert send_alert(settings, alert).webhook_status == "200"
     assert receiver.received[0]["check"] == "error_rate"
     assert "33.3% of 30 requests failed" in receiver.received[0]["summary"]
+
+    # A killed watcher can leave its counters file torn: the next check starts a new baseline.
+    from fraudflow.monitoring.alerts import _counters_path
+
+    counters = _counters_path(settings)
+    counters.write_text(counters.read_text()[:9])
+    health, alerts = check_service(settings, url)
+    assert health.up and alerts == [] and json.loads(counters.read_text())["url"] == url
 
 
 def test_schemathesis_finds_no_server_error(servers, tmp_path):

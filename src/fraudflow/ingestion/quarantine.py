@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from fraudflow.ingestion.landing import StagedBatch, discard_staging, file_sha256, find_landing_file, landing_folder
+from fraudflow.lake import write_atomically
 from fraudflow.layout import PARTITION_GLOB, partition_dir
 from fraudflow.lineage import record_lineage
 from fraudflow.settings import Settings
 
 REASON_FILE = "reason.json"
+log = logging.getLogger(__name__)
 
 
 class QuarantineRecord(BaseModel):
@@ -90,7 +93,8 @@ def quarantine_landing_file(
         run_id=run_id,
         quarantined_at=dt.datetime.now(dt.UTC),
     )
-    (folder / REASON_FILE).write_text(json.dumps(record.model_dump(mode="json"), indent=2, default=str))
+    reason_json = json.dumps(record.model_dump(mode="json"), indent=2, default=str)
+    write_atomically(folder / REASON_FILE, lambda tmp: tmp.write_text(reason_json))  # never a torn report
     discard_staging(staged)
     record_lineage(
         settings,
@@ -108,8 +112,12 @@ def list_quarantined(settings: Settings) -> list[QuarantineRecord]:
         return []
     records = []
     for reason in sorted(settings.quarantine_dir.glob(f"{PARTITION_GLOB}/{REASON_FILE}")):
-        if "~" not in reason.parent.name:
+        if "~" in reason.parent.name:
+            continue
+        try:
             records.append(QuarantineRecord.model_validate_json(reason.read_text()))
+        except ValueError as exc:  # a torn or hand-edited report: list the rest, say which one
+            log.warning("%s is unreadable, skipped (the quarantined file is still there): %s", reason, exc)
     return records
 
 

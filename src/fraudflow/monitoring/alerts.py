@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from fraudflow.lake import write_atomically
 from fraudflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -211,13 +212,18 @@ def check_service(settings: Settings, url: str) -> tuple[ServiceHealth, list[Ale
     ok = _counter_total(metrics_text, "fraudflow_requests_total")
     errors = _counter_total(metrics_text, "fraudflow_errors_total")
     path = _counters_path(settings)
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        previous = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:  # torn by a killed writer: take this check as the new baseline
+        log.warning("%s is unreadable: counting from this check", path)
+        previous = {}
     if previous.get("url") == url and previous.get("ok", 0) <= ok and previous.get("errors", 0) <= errors:
         d_ok, d_errors = ok - previous["ok"], errors - previous["errors"]
     else:
         d_ok, d_errors = ok, errors
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": url, "ok": ok, "errors": errors}))
+    counters = json.dumps({"url": url, "ok": ok, "errors": errors})
+    write_atomically(path, lambda tmp: tmp.write_text(counters))
 
     answered = d_ok + d_errors
     rate = d_errors / answered if answered else 0.0
