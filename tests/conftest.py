@@ -25,6 +25,7 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "FRAUDFLOW_LANDING_TIMEOUT_SECONDS": "2",
         "FRAUDFLOW_LANDING_POKE_SECONDS": "1",
+        "FRAUDFLOW_LANDING_SETTLE_SECONDS": "0",  # tests write a file and ingest it at once (settling: test_foundation)
         "FRAUDFLOW_TASK_RETRY_DELAY_SECONDS": "1",
         "GX_ANALYTICS_ENABLED": "False",
     }

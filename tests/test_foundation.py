@@ -173,3 +173,32 @@ def test_a_stale_service_pid_of_another_process_is_left_alone(tmp_path, monkeypa
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_landing_file_still_being_copied_is_not_taken(tmp_path, monkeypatch, small_history):
+    """A CSV copied in place (no dot-file and rename) cut at a line boundary would pass the
+    row-count band: the sensor waits until the file is unchanged for the settle period, or takes
+    it at once when the sender writes ``<name>.done``."""
+    import os
+    import time
+
+    from fraudflow.demo.simulate import write_landing_files
+    from fraudflow.orchestration.sensors import LandingFileSensor
+
+    monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FRAUDFLOW_LANDING_SETTLE_SECONDS", "30")
+    from fraudflow.settings import get_settings
+
+    day = small_history["TX_DATETIME"].dt.date.min()
+    (written,) = write_landing_files(small_history, get_settings().landing_dir, days=(day, day), fmt="csv")
+    text = written.read_text()
+    written.write_text(text[: text.index("\n", len(text) // 2) + 1])  # half copied so far
+    sensor = LandingFileSensor(task_id="wait_for_landing_file", day=day.isoformat())
+    assert sensor.poke({}) is False
+    old = time.time() - 31
+    os.utime(written, (old, old))  # 31 s without a change: settled
+    assert sensor.poke({}).xcom_value == str(written)
+    os.utime(written)  # changed again just now
+    assert sensor.poke({}) is False
+    written.with_name(written.name + ".done").touch()  # the sender says it is complete
+    assert sensor.poke({}).is_done

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     ingest_catchup: bool = False  # unpaused, create a run for every day since start_date (not just the last)
     landing_timeout_seconds: int = Field(6 * 3600, ge=1)
     landing_poke_seconds: int = Field(60, ge=1)
+    # A file is taken only once unchanged (mtime) this long, or at once beside a ``<name>.done``
+    # marker: a file copied in place is not read half-written. None: 30 s in production, 0 local.
+    landing_settle_seconds: float | None = Field(None, ge=0)
     # Deadline alert: a day not published this long after it ended (the sensor's wait plus
     # ingestion's own time). Airflow's DeadlineAlert, fired by the scheduler.
     ingest_deadline_seconds: int = Field(8 * 3600, ge=1)
@@ -149,6 +152,12 @@ class Settings(BaseSettings):
         if self.feast_online_store:
             return self.feast_online_store
         return "redis" if self.profile is Profile.production else "sqlite"
+
+    @property
+    def landing_settle(self) -> float:
+        if self.landing_settle_seconds is not None:
+            return self.landing_settle_seconds
+        return 30.0 if self.profile is Profile.production else 0.0
 
     @property
     def approval_required(self) -> bool:

@@ -62,6 +62,23 @@ def find_landing_file(settings: Settings, day: dt.date) -> Path | None:
     return files[0] if files else None
 
 
+DONE_SUFFIX = ".done"  # <file>.done beside a landing file: the sender says it is complete
+
+
+def landing_file_settled(path: Path, settle_seconds: float, now: float | None = None) -> tuple[bool, str]:
+    """Whether ``path`` may be read: a ``<name>.done`` marker exists, or it has not changed for
+    ``settle_seconds`` (a file copied in place, not via a dot-file and a rename, may still be
+    growing). With the reason, for the sensor's log."""
+    import time
+
+    if path.with_name(path.name + DONE_SUFFIX).exists():
+        return True, f"{path.name}{DONE_SUFFIX} marks it complete"
+    age = (now if now is not None else time.time()) - path.stat().st_mtime
+    if age >= settle_seconds:
+        return True, f"unchanged for {age:.0f} s"
+    return False, f"{path.name} changed {age:.1f} s ago; waiting until it is unchanged for {settle_seconds:g} s"
+
+
 def resolve_ingest_day(settings: Settings, *, requested: str | None, logical_date: dt.datetime | None) -> dt.date:
     """The day an ``ingest_transactions`` run ingests: ``requested`` (the ``day`` param), else the
     run's logical date (the scheduled run of a day's interval, or ``fraudflow ingest``), else (a

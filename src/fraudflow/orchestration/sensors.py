@@ -12,8 +12,9 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 class LandingFileSensor(BaseSensorOperator):
     """Waits for one ``.parquet`` or ``.csv`` file in the landing folder of ``day``.
 
-    Returns (as XCom) the file's path. On timeout the error names the folder, so an
-    on-call engineer knows which upstream drop is late without reading code.
+    Returns (as XCom) the file's path once it has settled (``FRAUDFLOW_LANDING_SETTLE_SECONDS``
+    unchanged, or a ``<name>.done`` marker beside it). On timeout the error names the folder, so
+    an on-call engineer knows which upstream drop is late without reading code.
     """
 
     template_fields = ("day",)
@@ -29,14 +30,17 @@ class LandingFileSensor(BaseSensorOperator):
         return landing_folder(get_settings(), dt.date.fromisoformat(self.day))
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        from fraudflow.ingestion.landing import find_landing_file
+        from fraudflow.ingestion.landing import find_landing_file, landing_file_settled
         from fraudflow.settings import get_settings
 
-        found = find_landing_file(get_settings(), dt.date.fromisoformat(self.day))
+        settings = get_settings()
+        found = find_landing_file(settings, dt.date.fromisoformat(self.day))
         if found is None:
             self.log.info("No landing file yet in %s", self._folder())
             return False
-        return PokeReturnValue(is_done=True, xcom_value=str(found))
+        settled, why = landing_file_settled(found, settings.landing_settle)
+        self.log.info("%s: %s", found, why)
+        return PokeReturnValue(is_done=True, xcom_value=str(found)) if settled else False
 
     def execute(self, context: Any) -> Any:
         try:
