@@ -203,6 +203,11 @@ def test_batch_equals_single_answers(serving_home, servers):
         ("extra field", "merchant_name"),
         ("empty customer_id", "customer_id"),
         ("multipart body", "content-type"),
+        ("tx_amount true", "tx_amount"),
+        ("tx_amount as text", "tx_amount"),
+        ("NUL in customer_id", "customer_id"),
+        ("bidi override in terminal_id", "terminal_id"),
+        ("transaction_id 2**80", "transaction_id"),
     ],
 )
 def test_invalid_input_is_a_4xx_naming_the_field(serving_home, servers, case, field):
@@ -218,6 +223,11 @@ def test_invalid_input_is_a_4xx_naming_the_field(serving_home, servers, case, fi
         "extra field": {"json": {**good, "merchant_name": "x"}},
         "empty customer_id": {"json": {**good, "customer_id": "  "}},
         "multipart body": {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data; boundary=y"}},
+        "tx_amount true": {"json": {**good, "tx_amount": True}},  # was scored as 1.0
+        "tx_amount as text": {"json": {**good, "tx_amount": "12.5"}},  # was accepted
+        "NUL in customer_id": {"json": {**good, "customer_id": "c\u0000d"}},
+        "bidi override in terminal_id": {"json": {**good, "terminal_id": "t\u202eevil"}},
+        "transaction_id 2**80": {"json": {**good, "transaction_id": 2**80}},  # was echoed back
     }
     response = httpx.post(f"{servers['main'].url}/score", timeout=10, **requests[case])
     assert 400 <= response.status_code < 500, (case, response.status_code, response.text)

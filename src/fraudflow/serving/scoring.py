@@ -36,7 +36,16 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
 from fraudflow import tags
 from fraudflow.features.compute import CUSTOMER_FEATURES, MODEL_INPUTS, TERMINAL_FEATURES, request_time_arrays
@@ -48,7 +57,18 @@ ENTITY_FEATURES = CUSTOMER_FEATURES + TERMINAL_FEATURES
 UNKNOWN_CUSTOMER, UNKNOWN_TERMINAL = "unknown customer", "unknown terminal"
 REOPEN_SECONDS = 5.0  # how often a failed feature store is re-opened at most
 
-_Id = StrictInt | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+def _printable(value: str) -> str:
+    if not value.isprintable():  # NUL, other control and bidirectional-override characters
+        raise ValueError("ids must be printable text (no control or bidirectional formatting characters)")
+    return value
+
+
+# Ids: 64-bit non-negative integers or short printable text (logged, echoed, shown to people).
+_Id = (
+    Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+    | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_printable)]
+)
 
 
 _CEILING_ENV = "FRAUDFLOW_AMOUNT_CEILING"
@@ -71,7 +91,8 @@ class Transaction(BaseModel):
     tx_datetime: dt.datetime = Field(description="Naive times are UTC; aware times are converted to UTC.")
     customer_id: _Id
     terminal_id: _Id
-    tx_amount: float = Field(ge=0, allow_inf_nan=False, description="At most the amount_ceiling setting.")
+    # strict: a JSON number only (true or "12.5" is a client bug, not an amount)
+    tx_amount: StrictFloat = Field(ge=0, allow_inf_nan=False, description="At most the amount_ceiling setting.")
 
     @field_validator("tx_amount")
     @classmethod
