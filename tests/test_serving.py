@@ -341,13 +341,14 @@ def test_error_rate_over_threshold_is_an_immediate_alert(serving_home, servers, 
     assert receiver.received[0]["check"] == "error_rate"
     assert "33.3% of 30 requests failed" in receiver.received[0]["summary"]
 
-    # A killed watcher can leave its counters file torn: the next check starts a new baseline.
+    # A killed watcher can leave its counters file torn: the next check counts from the service's
+    # start, as a first check does, instead of failing.
     from fraudflow.monitoring.alerts import _counters_path
 
     counters = _counters_path(settings)
     counters.write_text(counters.read_text()[:9])
-    health, alerts = check_service(settings, url)
-    assert health.up and alerts == [] and json.loads(counters.read_text())["url"] == url
+    health, _ = check_service(settings, url)
+    assert health.up and health.answered >= 60 and json.loads(counters.read_text())["url"] == url
 
 
 def test_schemathesis_finds_no_server_error(servers, tmp_path):

@@ -214,8 +214,8 @@ def check_service(settings: Settings, url: str) -> tuple[ServiceHealth, list[Ale
     path = _counters_path(settings)
     try:
         previous = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:  # torn by a killed writer: take this check as the new baseline
-        log.warning("%s is unreadable: counting from this check", path)
+    except ValueError:  # torn by a killed writer: count from the service's start, as a first check
+        log.warning("%s is unreadable: counting from the service's start", path)
         previous = {}
     if previous.get("url") == url and previous.get("ok", 0) <= ok and previous.get("errors", 0) <= errors:
         d_ok, d_errors = ok - previous["ok"], errors - previous["errors"]
