@@ -108,6 +108,8 @@ def production(airflow_db, tmp_path_factory):
         "FRAUDFLOW_TASK_RETRY_DELAY_SECONDS": "1",
         "FRAUDFLOW_LANDING_TIMEOUT_SECONDS": "5",
         "FRAUDFLOW_LANDING_POKE_SECONDS": "1",
+        # the files are written whole before each run (settling itself: tests/test_foundation.py)
+        "FRAUDFLOW_LANDING_SETTLE_SECONDS": "0",
         "FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION": "0.2",  # a 500-card world: the test is about the engines
         "FRAUDFLOW_GATE_MIN_AUC_ROC": "0.6",
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",  # else each task holds its slot ~5 s after finishing
