@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fraudflow.deployment.checks import alert_volume_ratio, population_stability_index
+from fraudflow.layout import part_file_name, partition_dir
 from fraudflow.serving.prediction_log import COLUMNS, PredictionLog, read_predictions
 from fraudflow.serving.state import (
     DeploymentState,
@@ -93,3 +99,42 @@ def test_prediction_log_flushes_everything_atomically(tmp_path):
 @pytest.mark.parametrize("share", [0.05, 0.5])
 def test_routing_share_parameter(share):
     assert abs(np.mean([routes_to_challenger(str(i), share) for i in range(10_000)]) - share) < 0.02
+
+
+def test_a_full_buffer_is_written_by_the_flusher_not_the_request_thread(tmp_path, monkeypatch):
+    """A request that fills the buffer only wakes the flusher: the write (11-18 ms for 100 rows
+    with pandas) never lands on the request path."""
+    writers: list[str] = []
+    write = PredictionLog._write
+
+    def recorded(self, rows):
+        writers.append(threading.current_thread().name)
+        return write(self, rows)
+
+    monkeypatch.setattr(PredictionLog, "_write", recorded)
+    log = PredictionLog(tmp_path / "predictions", max_rows=3, flush_seconds=3600)
+    log.start_background_flush()
+    now = dt.datetime.now(dt.UTC)
+    for i in range(3):
+        log.append({"request_id": f"r{i}", "logged_at": now, "score": 0.5, "features": {"TX_AMOUNT": 1.0}})
+    deadline = time.monotonic() + 10
+    while not writers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log.close()
+    assert writers and set(writers) == {"prediction-log-flush"}
+    assert sorted(read_predictions(tmp_path / "predictions")["request_id"]) == ["r0", "r1", "r2"]
+
+
+def test_temp_files_of_a_killed_writer_are_removed_on_the_next_start(tmp_path):
+    """A writer killed between writing its hidden temp file and the rename leaves it behind;
+    the next log removes it, but never a live writer's."""
+    folder = partition_dir(tmp_path / "predictions", dt.date(2026, 11, 22))
+    folder.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    stale = folder / f".{part_file_name('20261122T000000000000', dead_pid, 1)}.tmp"
+    live = folder / f".{part_file_name('20261122T000000000001', os.getpid(), 1)}.tmp"
+    for tmp in (stale, live):
+        tmp.write_bytes(b"PAR1 half a file")
+    PredictionLog(tmp_path / "predictions")
+    assert not stale.exists() and live.exists()

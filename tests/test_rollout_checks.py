@@ -97,3 +97,37 @@ def test_canary_counts_failures_the_champion_covered(home):
     check = canary_check(rows, Thresholds.from_settings(home))
     assert not check.passed and "error_rate" in check.reason
     assert 0.3 < check.checks["error_rate"]["value"] < 0.7
+
+
+def test_a_slow_shadow_challenger_is_dropped_not_queued_without_bound(home):
+    """Shadow scoring waits in a bounded queue: with a challenger slower than the traffic the
+    queue fills, later requests are logged without a shadow score (counted, none lost, none
+    waiting for the challenger), and the shadow check fails the challenger on them."""
+    bounded = home.model_copy(update={"shadow_queue_max": 3})
+    state = DeploymentState(champion="2", challenger="1", mode="shadow", challenger_delay_ms=50)
+    write_state(bounded, state)
+    since = dt.datetime.now(dt.UTC)
+    routing = RoutedScoring(bounded)
+    routing.wait_until_loaded()
+    sample = replay_sample(bounded, 60, seed=60)
+    try:
+        for r in sample.itertuples(index=False):
+            tx = Transaction(
+                transaction_id=int(r.TRANSACTION_ID),
+                tx_datetime=r.TX_DATETIME,
+                customer_id=str(r.CUSTOMER_ID),
+                terminal_id=str(r.TERMINAL_ID),
+                tx_amount=float(r.TX_AMOUNT),
+            )
+            routing.score([tx], "/score")
+        dropped = routing.shadow_dropped
+        assert routing.health()["shadow_dropped"] == dropped
+    finally:
+        routing.close()
+    rows = read_predictions(bounded.predictions_dir, since=since)
+    assert len(rows) == len(sample)  # every answer logged
+    full = rows["challenger_error"] == "shadow queue full: challenger not scored"
+    assert 0 < full.sum() == dropped and rows.loc[full, "challenger_score"].isna().all()
+    assert rows.loc[~full, "challenger_score"].notna().all()  # the queued ones were scored
+    check = shadow_check(rows, Thresholds.from_settings(bounded))
+    assert not check.passed and "error_rate" in check.reason

@@ -25,7 +25,7 @@ import pytest
 
 from fraudflow import registry, tags
 from fraudflow.features.compute import CUSTOMER_FEATURES, TERMINAL_FEATURES, feature_dir
-from fraudflow.serving.scoring import FeatureLookup, Scorer, Transaction
+from fraudflow.serving.scoring import ID_PATTERN, FeatureLookup, Scorer, Transaction
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -117,7 +117,15 @@ def servers(serving_home, tmp_path_factory):
     started = {
         "main": Server("main", settings.root, workdir),
         "no_store": Server("no_store", broken, workdir),
-        "token": Server("token", settings.root, workdir, FRAUDFLOW_API_TOKEN=TOKEN),
+        # Also tiny limits: a 4 KB body and one request in flight (one worker).
+        "token": Server(
+            "token",
+            settings.root,
+            workdir,
+            FRAUDFLOW_API_TOKEN=TOKEN,
+            FRAUDFLOW_SERVING_MAX_BODY_BYTES="4096",
+            FRAUDFLOW_SERVING_MAX_IN_FLIGHT="1",
+        ),
     }
     try:
         for server in started.values():
@@ -235,6 +243,37 @@ def test_invalid_input_is_a_4xx_naming_the_field(serving_home, servers, case, fi
     assert field in response.text, response.text
 
 
+def _hostile(good: dict) -> dict[str, tuple[str, bytes, str]]:
+    """case -> (path, raw body, what the 4xx must name)."""
+    raw = json.dumps(good)
+    batch = lambda n: json.dumps({"transactions": [good] * n}).encode()  # noqa: E731
+    return {
+        "2 MB body": ("/score", json.dumps({**good, "customer_id": "x" * 2_000_000}).encode(), "limit"),
+        "10k-item batch": ("/score_batch", batch(10_000), "limit"),
+        "2k-item batch": ("/score_batch", batch(2_000), "transactions"),
+        "deep nesting": ("/score", b'{"transaction_id": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "recursion limit"),
+        "NaN literal": ("/score", raw.replace(str(good["tx_amount"]), "NaN").encode(), "tx_amount"),
+        "Infinity literal": ("/score", raw.replace(str(good["tx_amount"]), "Infinity").encode(), "tx_amount"),
+        "-Infinity literal": ("/score", raw.replace(str(good["tx_amount"]), "-Infinity").encode(), "tx_amount"),
+        "bool customer_id": ("/score", json.dumps({**good, "customer_id": True}).encode(), "customer_id"),
+        "control characters": ("/score", json.dumps({**good, "transaction_id": "a\u0007\u001b[2J"}).encode(), "_id"),
+        "JSON null": ("/score", b"null", "should be an object"),
+        "JSON array": ("/score_batch", json.dumps([good]).encode(), "should be an object"),
+        "empty body": ("/score", b"", "transaction"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile({"tx_amount": 1.5})))
+def test_hostile_payloads_are_a_4xx_naming_the_field_or_limit(serving_home, servers, case):
+    _, frame = serving_home
+    path, body, named = _hostile(_payload(frame.iloc[-1]))[case]
+    headers = {"content-type": "application/json"}
+    response = httpx.post(f"{servers['main'].url}{path}", content=body, headers=headers, timeout=30)
+    assert 400 <= response.status_code < 500, (case, response.status_code, response.text[:500])
+    assert response.headers["content-type"].startswith("application/json")
+    assert named in response.text, response.text[:500]
+
+
 def test_unknown_entities_are_scored_degraded(serving_home, servers):
     _, frame = serving_home
     url = servers["main"].url
@@ -255,8 +294,36 @@ def test_missing_online_store_degrades_instead_of_failing(serving_home, servers)
     batch = httpx.post(f"{url}/score_batch", json={"transactions": [_payload(frame.iloc[-1])] * 3}, timeout=10)
     assert batch.status_code == 200 and all(r["degraded"] for r in batch.json()["results"])
     health = httpx.get(f"{url}/healthz", timeout=10).json()
-    assert health["feature_store"] == "unavailable" and health["status"] == "ok"
-    assert httpx.get(f"{servers['main'].url}/healthz", timeout=10).json()["feature_store"] == "ok"
+    assert health["feature_store"] == "unavailable" and health["status"] == "degraded"
+    assert health["degraded_reasons"][0].startswith("feature store unavailable")
+    main = httpx.get(f"{servers['main'].url}/healthz", timeout=10).json()
+    assert main["feature_store"] == "ok" and (main["status"], main["degraded_reasons"]) == ("ok", [])
+
+
+def test_a_service_on_default_features_is_alerted(serving_home, servers, tmp_path, monkeypatch):
+    """watch_serving's check: a service answering every request on default features (its store
+    is gone) raises immediate alerts, though no request failed; first-seen cards, exact on the
+    request alone, raise nothing."""
+    from fraudflow.monitoring.alerts import check_service
+    from fraudflow.settings import get_settings
+
+    _, frame = serving_home
+    monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "watcher"))
+    settings = get_settings()
+
+    def check_after_25_new_cards(name: str):
+        check_service(settings, servers[name].url)  # baseline: whatever earlier tests sent
+        with httpx.Client(base_url=servers[name].url, timeout=10) as client:
+            for i in range(25):
+                assert client.post("/score", json=_payload(frame.iloc[-1 - i], customer_id=f"new-{i}")).is_success
+        return check_service(settings, servers[name].url)
+
+    health, alerts = check_after_25_new_cards("no_store")
+    assert health.up and health.errors == 0 and health.degraded == 25 and health.degraded_share == 1.0
+    assert {a.check for a in alerts} == {"degraded_share", "service_degraded"}
+    assert "100.0% of 25 answers scored on default features" in alerts[0].summary
+    health, alerts = check_after_25_new_cards("main")  # 25 unknown customers: exact, not degraded
+    assert (health.degraded, health.degraded_reasons, alerts) == (0, [], [])
 
 
 def test_bearer_token(serving_home, servers):
@@ -273,6 +340,36 @@ def test_bearer_token(serving_home, servers):
     for path in ("/livez", "/readyz", "/healthz", "/metrics"):
         assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
     assert httpx.post(f"{servers['main'].url}/score", json=payload, timeout=10).status_code == 200  # no token set
+
+
+def test_body_limit_and_requests_in_flight_are_bounded(serving_home, servers):
+    """A body over the limit is answered 413 before it is read (declared or chunked); past the
+    in-flight bound the answer is 503 with Retry-After; the service then answers again."""
+    _, frame = serving_home
+    server, auth = servers["token"], {"Authorization": f"Bearer {TOKEN}"}
+    big = json.dumps({"transactions": [_payload(frame.iloc[-1])] * 40}).encode()  # > 4 KB
+    declared = httpx.post(f"{server.url}/score_batch", content=big, headers=auth, timeout=10)
+    chunked = httpx.post(f"{server.url}/score_batch", content=iter([big[:3000], big[3000:]]), headers=auth, timeout=10)
+    for response in (declared, chunked):
+        assert response.status_code == 413, response.text
+        assert response.json() == {"error": "request body larger than 4096 bytes", "field": "body", "limit": 4096}
+    assert "transfer-encoding" in chunked.request.headers  # really sent without a length
+
+    with socket.create_connection(("127.0.0.1", server.port)) as slow:  # one request, body pending
+        head = f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        slow.sendall(f"{head}Content-Type: application/json\r\nContent-Length: 300\r\n\r\n{{".encode())
+        time.sleep(0.5)
+        busy = httpx.post(f"{server.url}/score", json=_payload(frame.iloc[-1]), headers=auth, timeout=10)
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
+    assert busy.json() == {"error": "more than 1 requests in flight; retry", "limit": 1}
+    deadline = time.monotonic() + 10
+    while (again := httpx.post(f"{server.url}/score", json=_payload(frame.iloc[-1]), headers=auth)).status_code == 503:
+        assert time.monotonic() < deadline, "the in-flight slot was never freed"
+        time.sleep(0.1)
+    assert again.status_code == 200, again.text
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'fraudflow_errors_total{endpoint="/score",status="503"}' in text
+    assert 'fraudflow_errors_total{endpoint="/score_batch",status="413"}' in text
 
 
 def test_metrics_carry_fraudflow_series(serving_home, servers):
@@ -351,24 +448,48 @@ def test_error_rate_over_threshold_is_an_immediate_alert(serving_home, servers, 
     assert health.up and health.answered >= 60 and json.loads(counters.read_text())["url"] == url
 
 
-def test_schemathesis_finds_no_server_error(servers, tmp_path):
+def test_schemathesis_all_checks_find_no_issue(servers, tmp_path):
+    """Schemathesis with every check (server errors, response schema conformance, valid data
+    accepted, invalid data rejected, documented status codes...) and 500 examples per operation
+    against the served /docs.json: what the document says is what the API does."""
     command = [
         str(BIN / "schemathesis"),
         "run",
         f"{servers['main'].url}/docs.json",
         "--checks",
-        "not_a_server_error",
+        "all",
         "--max-examples",
-        "30",
+        "500",
         "--seed",
         "7",
         "--generation-database",
         "none",
         "--no-color",
     ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
+
+
+def test_the_openapi_document_describes_the_errors_the_api_returns(serving_home, servers):
+    """Error bodies, as served: a 400's detail is a list of field errors (BentoML documents a
+    string), the middleware's own answers are documented, string ids are in the request schema."""
+    spec = httpx.get(f"{servers['main'].url}/docs.json", timeout=10).json()
+    schemas = spec["components"]["schemas"]
+    detail = schemas["InvalidArgument"]["properties"]["detail"]["anyOf"]
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}} in detail
+    for path in ("/score", "/score_batch"):
+        operation = spec["paths"][path]["post"]
+        assert {"401", "413", "415", "503"} <= set(operation["responses"]) and operation["requestBody"]["required"]
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+    request = schemas[
+        spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    ]
+    assert {"type": "string", "pattern": ID_PATTERN} in request["properties"]["transaction_id"]["anyOf"]
+    assert request["properties"]["tx_amount"]["maximum"] == 50_000.0
+    _, frame = serving_home
+    answer = httpx.post(f"{servers['main'].url}/score", json={**_payload(frame.iloc[-1]), "tx_amount": -1}, timeout=10)
+    assert answer.status_code == 400 and answer.json()["detail"][0]["loc"] == ["tx_amount"]
 
 
 def test_bento_requirements_are_the_repo_pins():

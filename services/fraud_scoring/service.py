@@ -67,8 +67,19 @@ class FraudScoring:
         return self.features.ready  # the model loaded in __init__, or the worker never started
 
     def health(self) -> dict:
+        """``status`` is ``degraded`` (still answering, still 200) while answers fall back to
+        default features or the deployment state could not be applied; the reasons say why."""
         available = self.features.probe()
-        return {"status": "ok", **self.routing.health(), "feature_store": "ok" if available else "unavailable"}
+        routing = self.routing.health()
+        reasons = [] if available else [self.features.error or "feature store unavailable"]
+        if routing["deployment_error"]:
+            reasons.append(f"deployment error: {routing['deployment_error']}")
+        return {
+            "status": "degraded" if reasons else "ok",
+            "degraded_reasons": reasons,
+            **routing,
+            "feature_store": "ok" if available else "unavailable",
+        }
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
@@ -98,5 +109,5 @@ class FraudScoring:
         return BatchResponse(results=self._score(transactions, "/score_batch"))
 
 
-FraudScoring.add_asgi_middleware(Guard, service=bentoml.get_current_service, token=lambda: get_settings().api_token)
+FraudScoring.add_asgi_middleware(Guard, service=bentoml.get_current_service, settings=get_settings)
 quiet_validation_tracebacks()

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     # A quarantined file triggers review_quarantine (release or keep, in the UI); None: production only.
     review_quarantine: bool | None = None
     prediction_flush_seconds: float = Field(1.0, gt=0)  # prediction log buffer; always flushed on stop
+    # Shadow mode: requests waiting for the challenger's score, per worker. Past it a request is
+    # logged without one (counted as shadow_dropped in /healthz), never delaying an answer.
+    shadow_queue_max: int = Field(1000, ge=1)
+    # Per worker: a larger body is answered 413 before it is read; more requests in flight, 503.
+    serving_max_body_bytes: int = Field(1_048_576, ge=1024)  # a full 1000-row batch is ~200 KB
+    serving_max_in_flight: int = Field(64, ge=1)
     api_token: str | None = None  # bearer token the scoring API requires (and the rollout replays send)
 
     # Monitoring (monitor_drift) and alerts
@@ -130,6 +136,9 @@ class Settings(BaseSettings):
     performance_cp_tolerance: float = Field(0.10, ge=0)  # same for CP@100
     alert_webhook_url: str | None = None  # alerts also POSTed here as JSON (always logged)
     alert_error_rate: float = Field(0.05, ge=0, le=1)  # immediate alert above this share of 4xx/5xx
+    # immediate alert above this share of answers scored on default features (store down, history
+    # not written); first-seen cards and terminals are exact on the request alone and not counted
+    alert_degraded_share: float = Field(0.05, ge=0, le=1)
     alert_min_requests: int = Field(20, ge=1)  # ...once at least this many requests were answered
     alert_webhook_timeout_seconds: float = Field(5.0, gt=0)
     serving_watch_schedule: str = "*/5 * * * *"  # watch_serving: service down / error rate

@@ -1,7 +1,8 @@
 """Alerts in three tiers, so a person is paged for what needs a person now, and only then.
 
-- ``immediate``: the scoring service is down or its error rate is over the threshold
-  (from its own ``/healthz`` and Prometheus ``/metrics``); sent every time it is seen.
+- ``immediate``: the scoring service is down, reports itself degraded, or its error rate or
+  share of answers on default features is over its threshold (from its own ``/healthz`` and
+  Prometheus ``/metrics``); sent every time it is seen.
 - ``daily``: the champion's matured performance degraded; at most once per check per day.
 - ``weekly``: input or prediction drift without a performance loss; at most once per check
   per ISO week (retraining already reacts; people read a digest, not a page).
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -166,17 +167,22 @@ def monitoring_alerts(result: dict[str, Any]) -> list[Alert]:
 
 # -- the serving side: immediate tier ---------------------------------------------------
 
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
+# Transactions answered on the request alone because of the service, not the client: a card or
+# terminal seen for the first time is exact on the request alone and is not counted.
+_CLIENT_REASONS = ("unknown customer", "unknown terminal")
 
 
-def _counter_total(metrics_text: str, name: str) -> float:
-    """Sum of a Prometheus counter's samples across labels (``name_total`` lines)."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match["name"] == name:
-            total += float(match["value"])
-    return total
+def _counter_total(metrics_text: str, name: str, keep: Callable[[dict[str, str]], bool] = lambda _: True) -> float:
+    """Sum of a Prometheus counter's ``name`` samples across labels (those ``keep`` accepts),
+    read with prometheus_client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == name and keep(sample.labels)
+    )
 
 
 class ServiceHealth(BaseModel):
@@ -186,6 +192,9 @@ class ServiceHealth(BaseModel):
     answered: float = 0  # requests answered since the previous check (or since start)
     errors: float = 0
     error_rate: float = 0.0
+    degraded: float = 0  # answers scored on defaults because of the service (store, history write)
+    degraded_share: float = 0.0
+    degraded_reasons: list[str] = Field(default_factory=list)  # what /healthz reports
 
 
 def _counters_path(settings: Settings) -> Path:
@@ -211,34 +220,51 @@ def check_service(settings: Settings, url: str) -> tuple[ServiceHealth, list[Ale
 
     ok = _counter_total(metrics_text, "fraudflow_requests_total")
     errors = _counter_total(metrics_text, "fraudflow_errors_total")
+    degraded = _counter_total(
+        metrics_text, "fraudflow_degraded_total", lambda labels: labels.get("reason") not in _CLIENT_REASONS
+    )
+    now = {"url": url, "ok": ok, "errors": errors, "degraded": degraded}
     path = _counters_path(settings)
     try:
         previous = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:  # torn by a killed writer: count from the service's start, as a first check
         log.warning("%s is unreadable: counting from the service's start", path)
         previous = {}
-    if previous.get("url") == url and previous.get("ok", 0) <= ok and previous.get("errors", 0) <= errors:
-        d_ok, d_errors = ok - previous["ok"], errors - previous["errors"]
-    else:
-        d_ok, d_errors = ok, errors
+    same_run = previous.get("url") == url and all(previous.get(k, 0) <= now[k] for k in ("ok", "errors", "degraded"))
+    delta = {k: now[k] - previous.get(k, 0) if same_run else now[k] for k in ("ok", "errors", "degraded")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    counters = json.dumps({"url": url, "ok": ok, "errors": errors})
-    write_atomically(path, lambda tmp: tmp.write_text(counters))
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(now)))
 
-    answered = d_ok + d_errors
-    rate = d_errors / answered if answered else 0.0
+    answered = delta["ok"] + delta["errors"]
+    rate = delta["errors"] / answered if answered else 0.0
+    share = delta["degraded"] / delta["ok"] if delta["ok"] else 0.0
+    body = health.json() if health.headers.get("content-type", "").startswith("application/json") else {}
+    reasons = list(body.get("degraded_reasons") or [])
     state = ServiceHealth(
-        url=url, up=True, detail="healthy", answered=answered, errors=d_errors, error_rate=round(rate, 4)
+        url=url,
+        up=True,
+        detail="degraded: " + "; ".join(reasons) if reasons else "healthy",
+        answered=answered,
+        errors=delta["errors"],
+        error_rate=round(rate, 4),
+        degraded=delta["degraded"],
+        degraded_share=round(share, 4),
+        degraded_reasons=reasons,
     )
     alerts = []
     if answered >= settings.alert_min_requests and rate > settings.alert_error_rate:
-        alerts.append(
-            Alert(
-                tier=Tier.immediate,
-                check="error_rate",
-                summary=f"scoring service {url}: {rate:.1%} of {answered:.0f} requests failed "
-                f"(threshold {settings.alert_error_rate:.1%})",
-                details=state.model_dump(),
-            )
+        summary = (
+            f"scoring service {url}: {rate:.1%} of {answered:.0f} requests failed "
+            f"(threshold {settings.alert_error_rate:.1%})"
         )
+        alerts.append(Alert(tier=Tier.immediate, check="error_rate", summary=summary, details=state.model_dump()))
+    if delta["ok"] >= settings.alert_min_requests and share > settings.alert_degraded_share:
+        summary = (
+            f"scoring service {url}: {share:.1%} of {delta['ok']:.0f} answers scored on default features "
+            f"(threshold {settings.alert_degraded_share:.1%})"
+        )
+        alerts.append(Alert(tier=Tier.immediate, check="degraded_share", summary=summary, details=state.model_dump()))
+    if reasons:
+        summary = f"scoring service {url} reports degraded: " + "; ".join(reasons)
+        alerts.append(Alert(tier=Tier.immediate, check="service_degraded", summary=summary, details=state.model_dump()))
     return state, alerts

@@ -56,6 +56,8 @@ class RoutedScoring:
         self.log = PredictionLog(settings.predictions_dir, flush_seconds=flush_seconds)
         self.log.start_background_flush()
         self._shadow = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self._shadow_pending = threading.BoundedSemaphore(settings.shadow_queue_max)
+        self.shadow_dropped = 0  # transactions logged without a shadow score (queue full)
         self._challenger_calls = itertools.count(1)  # for the challenger_fail_every drill
         self._lock = threading.Lock()
         self._loading = False
@@ -225,16 +227,30 @@ class RoutedScoring:
     ) -> None:
         """Append the rows now or, in shadow mode, once the challenger has scored them too."""
         if state.mode == "shadow" and challenger is not None:
-            self._shadow.submit(self._shadow_score, challenger, state, features, records)
-        else:
+            if self._shadow_pending.acquire(blocking=False):
+                self._shadow.submit(self._shadow_score, challenger, state, features, records)
+                return
+            # A challenger slower than the traffic: log the answer without its shadow score
+            # rather than queue without bound (memory) or wait (latency).
+            self.shadow_dropped += len(records)
             for record in records:
-                self.log.append(record)
+                record["challenger_error"] = "shadow queue full: challenger not scored"
+        for record in records:
+            self.log.append(record)
 
     def _shadow_score(
         self, challenger: Scorer, state: DeploymentState, features: pd.DataFrame, records: list[dict[str, Any]]
     ) -> None:
         """On the shadow thread: score every row with the challenger, add its score, decision,
         error and latency to the log rows, and append them."""
+        try:
+            self._shadow_rows(challenger, state, features, records)
+        finally:
+            self._shadow_pending.release()
+
+    def _shadow_rows(
+        self, challenger: Scorer, state: DeploymentState, features: pd.DataFrame, records: list[dict[str, Any]]
+    ) -> None:
         t0 = time.perf_counter()
         error, shadow = None, None
         try:
@@ -260,6 +276,7 @@ class RoutedScoring:
             "mode": self.state.mode,
             "deployment_revision": self.state.revision,
             "deployment_error": self.load_error,
+            "shadow_dropped": self.shadow_dropped,
         }
 
     def close(self) -> None:
