@@ -9,7 +9,7 @@
 #
 # Usage:  eval "$(.ci/services.sh start /tmp/ff-services)"   (or: source /tmp/ff-services/services.env)
 #   FRAUDFLOW_POSTGRES_URL=postgresql://fraudflow:fraudflow@127.0.0.1:<port>  -- append /airflow, /mlflow, /feast
-#   FRAUDFLOW_REDIS_URL=redis://127.0.0.1:<port>
+#   FRAUDFLOW_REDIS_URL=redis://:fraudflow-redis@127.0.0.1:<port>  -- Redis with AUTH, as production runs it
 #
 # Idempotent: `start` on running services re-prints the env; on a stopped cluster it restarts it
 # (same port when still free). Progress goes to stderr, the env lines alone to stdout.
@@ -19,6 +19,9 @@
 set -euo pipefail
 
 readonly DB_ROLE=fraudflow DB_PASSWORD=fraudflow
+# Redis requires a password (from its config file, not the command line), so every client path
+# (Celery, Feast's online store, the tests) is exercised with AUTH.
+readonly REDIS_PASSWORD=fraudflow-redis
 readonly DATABASES=(airflow mlflow feast)
 
 log() { echo "services.sh: $*" >&2; }
@@ -244,11 +247,15 @@ start_redis() {
         for attempt in 1 2 3; do
             port=$(pick_port "$dir/redis.port")
             log "starting redis on 127.0.0.1:$port"
-            redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
+            (umask 077 && echo "requirepass $REDIS_PASSWORD" >"$dir/redis.conf")
+            redis-server "$dir/redis.conf" --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
                 --pidfile "$redis_pidfile" --logfile "$dir/redis.log" --dir "$dir/redis" >/dev/null 9>&- \
                 || die "redis-server failed to launch (log: $dir/redis.log)"
             for i in $(seq 1 100); do
-                if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then up=1; break; fi
+                if [[ $(REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
+                    up=1
+                    break
+                fi
                 # The daemon exits at once if the port was taken between our check and its bind.
                 if [[ $i -gt 10 ]] && ! redis_pid >/dev/null; then break; fi
                 sleep 0.1
@@ -288,7 +295,7 @@ start)
     start_redis
     cat >"$env_file.tmp" <<EOF
 export FRAUDFLOW_POSTGRES_URL=postgresql://$DB_ROLE:$DB_PASSWORD@127.0.0.1:$PG_PORT
-export FRAUDFLOW_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export FRAUDFLOW_REDIS_URL=redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT
 EOF
     mv "$env_file.tmp" "$env_file"
     cat "$env_file"

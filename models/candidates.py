@@ -5,7 +5,8 @@ the evaluation gate scores them the same way (``predict_proba``), and serving lo
 registered version without knowing its family (``load_candidate_model``): the family is
 read from the MLmodel file's flavours and the flavour's own loader is used. That matters
 because the generic pyfunc flavour of an XGBClassifier returns class labels, not
-probabilities, and a pickled torch module needs the full unpickler (``weights_only=False``).
+probabilities. The MLP is logged with fraudflow's own weights-only flavour
+(``models/mlp_flavor.py``); a version logged as a pickled torch module is refused unopened.
 
 Inputs are strict: a frame must hold exactly ``MODEL_INPUTS`` in that order. A silently
 reordered or renamed column would still produce plausible-looking scores, so mismatches are
@@ -213,7 +214,7 @@ class XGBoostCandidate(CandidateSpec):
 
 class MLPCandidate(CandidateSpec):
     name = "mlp"
-    flavor = "pytorch"
+    flavor = "fraudflow_mlp"
 
     @property
     def params_model(self) -> type[BaseModel]:
@@ -232,24 +233,15 @@ class MLPCandidate(CandidateSpec):
         return predict_mlp(model, X)
 
     def _log(self, model, **kwargs):
-        import mlflow.pytorch
+        from fraudflow.models.mlp_flavor import log_model
 
-        # The default "pt2" format is a traced graph; pickle keeps the FraudMLP module
-        # itself (its class is imported from fraudflow.models.mlp on load).
-        return mlflow.pytorch.log_model(model, serialization_format="pickle", **kwargs)
+        return log_model(model, **kwargs)
 
     def load_model(self, model_uri: str):
-        """The FraudMLP in eval mode (unpickling needs fraudflow installed)."""
-        import mlflow.pytorch
+        """The FraudMLP in eval mode: fraudflow's class, weights loaded with weights_only=True."""
+        from fraudflow.models.mlp_flavor import load_model
 
-        from fraudflow.models.mlp import FraudMLP
-
-        # torch >= 2.6 defaults to weights_only=True unless a pickle_module is passed (MLflow
-        # passes its own today); say it explicitly so neither default can break loading.
-        model = mlflow.pytorch.load_model(model_uri, weights_only=False)
-        if not isinstance(model, FraudMLP):
-            raise TypeError(f"{model_uri} holds a {type(model).__name__}, not a FraudMLP")
-        return model.eval()
+        return load_model(model_uri)
 
 
 CANDIDATES: dict[str, CandidateSpec] = {spec.name: spec for spec in (XGBoostCandidate(), MLPCandidate())}
@@ -273,6 +265,11 @@ def load_candidate_model(model_uri: str) -> tuple[CandidateSpec, Any]:
     # Model.load reads the MLmodel file only; get_model_info() would also look the model's
     # model_id up in the tracking store, which a Bento run on its own does not have.
     flavors = Model.load(model_uri).flavors
+    if "pytorch" in flavors:  # MLflow's pytorch flavour unpickles a whole module: code, not data
+        raise ValueError(
+            f"{model_uri} is a pickled PyTorch module (MLflow's pytorch flavour); fraudflow loads "
+            "MLP weights only (flavour fraudflow_mlp) and refuses to unpickle it"
+        )
     for spec in CANDIDATES.values():
         if spec.flavor in flavors:
             return spec, spec.load_model(model_uri)

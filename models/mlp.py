@@ -65,6 +65,8 @@ class FraudMLP(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
         self.history: list[dict[str, float]] = []  # per-epoch losses, filled by fit_mlp
+        # What rebuilds this module from its weights alone (models/mlp_flavor.py stores it).
+        self.architecture = {"n_inputs": n_inputs, "hidden": list(hidden), "dropout": float(dropout)}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Raw scores, shape (n,), from unscaled float32 inputs of shape (n, n_inputs)."""

@@ -7,6 +7,9 @@ that learns anything separates the held-out rows.
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,7 +73,7 @@ def mlflow_experiment(tmp_path_factory):
 
 def test_registry_names_both_families():
     assert FAMILIES == ["mlp", "xgboost"]
-    assert {name: spec.flavor for name, spec in CANDIDATES.items()} == {"mlp": "pytorch", "xgboost": "xgboost"}
+    assert {name: spec.flavor for name, spec in CANDIDATES.items()} == {"mlp": "fraudflow_mlp", "xgboost": "xgboost"}
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -151,6 +154,58 @@ def test_mlflow_round_trip_and_registry(name, data, fitted, mlflow_experiment):
     registered_spec, registered = load_candidate_model(f"models:/fraud-{name}/{version.version}")
     assert registered_spec is spec
     assert np.allclose(registered_spec.predict_proba(registered, X_test), expected)
+
+
+class _Payload:
+    """A pickle that runs code when it is loaded: what a malicious model version would hold."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_torch_module_is_refused_unopened(fitted, mlflow_experiment, tmp_path, data):
+    """A version logged with MLflow's pytorch flavour (a pickled module, loaded with
+    weights_only=False there) is refused before anything is unpickled; the weights-only flavour
+    refuses a weights file holding anything but tensors, again without running it."""
+    import mlflow.pytorch
+
+    X, _, _, _ = data
+    marker = tmp_path / "code-ran"
+    model = fitted["mlp"]
+    model.payload = _Payload(str(marker))  # travels inside the pickled module
+    try:
+        with mlflow.start_run(experiment_id=mlflow_experiment):
+            info = mlflow.pytorch.log_model(model, name="pickled", serialization_format="pickle")
+    finally:
+        del model.payload
+    marker.unlink(missing_ok=True)  # MLflow itself loads the pickle while logging (requirement inference)
+    with pytest.raises(ValueError, match="refuses to unpickle"):
+        load_candidate_model(info.model_uri)
+    assert not marker.exists()
+
+    with mlflow.start_run(experiment_id=mlflow_experiment):
+        info = CANDIDATES["mlp"].log_model(model, name="model", input_example=X.head(5))
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "copy")))
+    torch.save({"net.0.weight": _Payload(str(marker))}, local / "weights.pt")  # a tampered artifact
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_candidate_model(str(local))
+    assert not marker.exists()
+
+
+def test_the_mlp_is_also_a_pyfunc_model(fitted, mlflow_experiment, data):
+    """``python_function`` (what bentoml.mlflow.import_model and mlflow models serve load) gives
+    the same probabilities through the same weights-only loader."""
+    import mlflow
+
+    X, _, X_test, _ = data
+    with mlflow.start_run(experiment_id=mlflow_experiment):
+        info = CANDIDATES["mlp"].log_model(fitted["mlp"], name="model", input_example=X.head(5))
+    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    expected = CANDIDATES["mlp"].predict_proba(fitted["mlp"], X_test)
+    assert np.allclose(np.asarray(pyfunc.predict(input_frame(X_test))), expected)
 
 
 def test_log_model_outside_a_run_is_an_error(fitted, data):

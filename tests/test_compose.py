@@ -246,7 +246,9 @@ def test_dependency_graph_has_no_cycle_and_sorts_in_order():
 def test_fraudflow_services_share_image_environment_and_home():
     compose = _compose()
     assert "x-fraudflow" in compose, "the shared image/env/volumes live in the x-fraudflow anchor"
-    assert COMPOSE_FILE.read_text().count("<<: *fraudflow") == len(FRAUDFLOW_IMAGE)
+    assert re.findall(r"<<: \*fraudflow$", COMPOSE_FILE.read_text(), re.MULTILINE) == ["<<: *fraudflow"] * len(
+        FRAUDFLOW_IMAGE
+    )
     common = compose["x-fraudflow"]
     for name in FRAUDFLOW_IMAGE:
         service = compose["services"][name]
@@ -280,7 +282,20 @@ def test_fraudflow_commands():
         for i, arg in enumerate(mlflow)
         if arg.startswith("--")
     }
-    assert options["--backend-store-uri"].endswith("@postgres:5432/mlflow")
+    # The database password stays off the command line (process list): the URI comes from the
+    # environment; the server runs MLflow's basic-auth app, bootstrapping the admin from .env.
+    assert "--backend-store-uri" not in options and not any("PASSWORD" in arg for arg in mlflow)
+    env = _environment(services["mlflow"])
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    assert options["--app-name"] == "basic-auth"
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == env["MLFLOW_TRACKING_USERNAME"] == "fraudflow"
+    assert (
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        == env["MLFLOW_TRACKING_PASSWORD"]
+        == "${MLFLOW_ADMIN_PASSWORD:?set MLFLOW_ADMIN_PASSWORD in .env}"
+    )
+    mounted = dict(_repo_mounts(services["mlflow"]))
+    assert mounted["./deploy/mlflow/basic_auth.ini"] == env["MLFLOW_AUTH_CONFIG_PATH"]
     assert options["--artifacts-destination"] == f"{FRAUDFLOW_HOME}/mlflow/artifacts"
     assert "--serve-artifacts" in options and options["--host"] == "0.0.0.0" and options["--port"] == "5000"
     # MLflow 3's Host-header allow-list: the other containers call it as mlflow:5000.
@@ -300,17 +315,26 @@ def test_fraudflow_env_names_are_settings_fields():
 
 
 def test_compose_environment_loads_as_production_settings(monkeypatch):
-    """The contract environment, with .env.example's values, is a valid production Settings whose
-    databases are the ones the compose file's MLflow and PostgreSQL use."""
+    """The contract environment is a valid production Settings whose databases are the ones the
+    compose file's MLflow and PostgreSQL use, once .env holds real secrets; with .env.example's
+    placeholders (``cp .env.example .env``) it refuses to start, naming each placeholder."""
     services, example = _services(), _env_example()
     for key in [k for k in os.environ if k.startswith("FRAUDFLOW_")]:
         monkeypatch.delenv(key)
     for key, value in _environment(services["scoring"]).items():
         monkeypatch.setenv(key, _interpolate(value, example))
+    with pytest.raises(ValueError, match="refuses placeholder secrets") as refused:
+        Settings()
+    for name in ("FRAUDFLOW_API_TOKEN", "FRAUDFLOW_AIRFLOW_JWT_SECRET", "the password in FRAUDFLOW_POSTGRES_URL"):
+        assert name in str(refused.value)
+    real = {k: v.replace("change-me", "s3cr3t") for k, v in example.items()}
+    for key, value in _environment(services["scoring"]).items():
+        monkeypatch.setenv(key, _interpolate(value, real))
     settings = Settings()
     assert settings.profile == "production" and str(settings.root) == FRAUDFLOW_HOME
-    mlflow = [_interpolate(c, example) for c in _command(services["mlflow"])]
-    assert settings.postgres_database("mlflow") == mlflow[mlflow.index("--backend-store-uri") + 1]
+    mlflow_env = {k: _interpolate(v, real) for k, v in _environment(services["mlflow"]).items()}
+    mlflow = [_interpolate(c, real) for c in _command(services["mlflow"])]
+    assert settings.postgres_database("mlflow") == mlflow_env["MLFLOW_BACKEND_STORE_URI"]
     assert str(settings.mlflow_artifacts_dir) == mlflow[mlflow.index("--artifacts-destination") + 1]
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.serving_autostart is False
@@ -321,7 +345,8 @@ def test_env_example_defines_every_variable_with_placeholders():
     variables = {m.group(1) for m in _INTERPOLATION.finditer(text)}
     assert variables - set(example) == set(), "variables the compose file reads but .env.example lacks"
     required = {m.group(1) for m in _INTERPOLATION.finditer(text) if m.group(2) == ":?"}
-    assert required == {"POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "GRAFANA_ADMIN_PASSWORD"}
+    secrets = {"POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "GRAFANA_ADMIN_PASSWORD", "FRAUDFLOW_API_TOKEN"}
+    assert required == secrets | {"MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY"}
     for name in required:
         assert example[name].startswith("change-me"), f".env.example: {name} must be a placeholder"
     assert _interpolate(text, example)  # every required variable has a value

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pandas as pd
@@ -97,14 +98,25 @@ def production(airflow_db, tmp_path_factory):
     logs = root / "logs"
     logs.mkdir()
     mlflow_port, api_port = free_port(), free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRAUDFLOW_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRAUDFLOW_", "MLFLOW_TRACKING_"))}
     env = base | urls
+    mlflow_password = secrets.token_urlsafe(24)
+    auth_config = root / "mlflow_basic_auth.ini"  # as deploy/mlflow/basic_auth.ini, users in a temp SQLite
+    auth_config.write_text(
+        (REPO / "deploy" / "mlflow" / "basic_auth.ini")
+        .read_text()
+        .replace("sqlite:////data/fraudflow/mlflow/basic_auth.db", f"sqlite:///{root / 'mlflow_auth.db'}")
+    )
     env |= {
         "FRAUDFLOW_PROFILE": "production",
         "FRAUDFLOW_HOME": str(root / "home"),
         "FRAUDFLOW_MLFLOW_SERVER_URL": f"http://127.0.0.1:{mlflow_port}",
         "FRAUDFLOW_AIRFLOW_API_URL": f"http://127.0.0.1:{api_port}",
         "FRAUDFLOW_AIRFLOW_JWT_SECRET": secrets.token_urlsafe(64),
+        "FRAUDFLOW_API_TOKEN": secrets.token_urlsafe(32),  # production requires one
+        # MLflow's basic auth, as compose runs it: every client signs in as the bootstrapped admin.
+        "MLFLOW_TRACKING_USERNAME": "fraudflow",
+        "MLFLOW_TRACKING_PASSWORD": mlflow_password,
         "FRAUDFLOW_TASK_RETRY_DELAY_SECONDS": "1",
         "FRAUDFLOW_LANDING_TIMEOUT_SECONDS": "5",
         "FRAUDFLOW_LANDING_POKE_SECONDS": "1",
@@ -125,8 +137,8 @@ def production(airflow_db, tmp_path_factory):
             [
                 str(BIN / "mlflow"),
                 "server",
-                "--backend-store-uri",
-                f"{pg}/mlflow",
+                "--app-name",
+                "basic-auth",
                 "--artifacts-destination",
                 str(root / "home" / "mlflow" / "artifacts"),
                 "--host",
@@ -136,7 +148,15 @@ def production(airflow_db, tmp_path_factory):
                 "--workers",
                 "1",
             ],
-            env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env
+            | {
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_BACKEND_STORE_URI": f"{pg}/mlflow",  # not on the command line
+                "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
+                "MLFLOW_AUTH_ADMIN_USERNAME": "fraudflow",
+                "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
+            },
             logs,
         )
         processes.append(mlflow)
@@ -181,10 +201,10 @@ def _run(env: dict[str, str], dag_id: str, day: dt.date | None = None, conf: dic
 
 
 def _settings(env: dict[str, str], monkeypatch):
-    for key in [k for k in os.environ if k.startswith("FRAUDFLOW_")]:
+    for key in [k for k in os.environ if k.startswith(("FRAUDFLOW_", "MLFLOW_TRACKING_"))]:
         monkeypatch.delenv(key)
     for key, value in env.items():
-        if key.startswith("FRAUDFLOW_"):
+        if key.startswith(("FRAUDFLOW_", "MLFLOW_TRACKING_")):
             monkeypatch.setenv(key, value)
     from fraudflow.settings import get_settings
 
@@ -213,6 +233,19 @@ def test_settings_resolve_to_the_real_services(production, monkeypatch):
     assert settings.mlflow_tracking_uri == env["FRAUDFLOW_MLFLOW_SERVER_URL"]
     feast = repo_config(settings)
     assert feast.registry.path.endswith("/feast") and feast.online_store.type == "redis"
+    # Redis runs with AUTH (.ci/services.sh): the password reaches Feast's connection string,
+    # and a client without it is refused, so every Redis path here is tested with AUTH.
+    import redis
+
+    password = urlsplit(env["FRAUDFLOW_REDIS_URL"]).password
+    assert password and f'password="{password}"' in feast.online_store.connection_string
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=urlsplit(env["FRAUDFLOW_REDIS_URL"]).port).ping()
+    # MLflow runs its basic-auth app: anonymous calls are refused, fraudflow's credentials work.
+    search = f"{env['FRAUDFLOW_MLFLOW_SERVER_URL']}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert httpx.get(search, timeout=10).status_code == 401
+    credentials = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert httpx.get(search, auth=credentials, timeout=10).status_code == 200
     # the Airflow metadata really is in PostgreSQL (migrated by the fixture)
     assert _sql(env, "airflow", "select count(*) from alembic_version") == [(1,)]
 
@@ -261,6 +294,7 @@ def test_features_and_training_on_celery_register_in_the_mlflow_server(productio
     assert registry_rows == 2  # fraud_detection_v1 and fraud_detection_realtime_v1 in Feast's SQL registry
 
     _run(env, "train_model", LAST, {"reason": "production profile test", "candidate_params": {"mlp": {"epochs": 3}}})
+    _settings(env, monkeypatch)  # this process signs in to MLflow too (MLFLOW_TRACKING_USERNAME / _PASSWORD)
     client = MlflowClient(env["FRAUDFLOW_MLFLOW_SERVER_URL"])
     version = client.get_model_version_by_alias(MODEL_NAME, CHALLENGER)
     assert version.tags[tags.REASON] == "production profile test"
@@ -277,7 +311,9 @@ def test_the_scoring_service_reads_the_mlflow_server_and_redis(production, monke
     settings = _settings(env, monkeypatch)
     moved = registry.promote_challenger(settings)
     write_state(settings, DeploymentState(champion=moved[registry.CHAMPION], reason="production profile test"))
-    service = ServingProcess(settings, env={k: v for k, v in env.items() if k.startswith("FRAUDFLOW_")}).start()
+    passed = {k: v for k, v in env.items() if k.startswith(("FRAUDFLOW_", "MLFLOW_TRACKING_"))}
+    service = ServingProcess(settings, env=passed).start()
+    auth = {"Authorization": f"Bearer {env['FRAUDFLOW_API_TOKEN']}"}
     try:
         row = read_lake(settings, start=LAST, end=LAST).iloc[-1]
         body = {
@@ -287,14 +323,15 @@ def test_the_scoring_service_reads_the_mlflow_server_and_redis(production, monke
             "terminal_id": str(row.TERMINAL_ID),
             "tx_amount": float(row.TX_AMOUNT),
         }
-        answer = httpx.post(f"{service.url}/score", json=body, timeout=10).json()
+        assert httpx.post(f"{service.url}/score", json=body, timeout=10).status_code == 401  # token required
+        answer = httpx.post(f"{service.url}/score", json=body, headers=auth, timeout=10).json()
         # The same card a minute later: its windows count the transaction just pushed to Redis.
         later = {
             **body,
             "transaction_id": 990_000_001,
             "tx_datetime": (row.TX_DATETIME + pd.Timedelta("1min")).isoformat(),
         }
-        second = httpx.post(f"{service.url}/score", json=later, timeout=10).json()
+        second = httpx.post(f"{service.url}/score", json=later, headers=auth, timeout=10).json()
         health = httpx.get(f"{service.url}/healthz", timeout=10).json()
     finally:
         service.stop()  # flushes the prediction log

@@ -130,6 +130,8 @@ def inprocess_table(inp: dict) -> None:
         ("FeatureLookup.lookup, one transaction", "lookup"),
         ("FeatureLookup.lookup + Scorer.predict, one transaction", "both"),
         ("FeatureLookup.lookup, one transaction, Redis online store", "lookup_redis"),
+        ("the machine: a fixed pure-Python task, 50 evenly spaced calls/s (no fraudflow code)", "machine_50"),
+        ("the machine: the same task, 200 evenly spaced calls/s", "machine_200"),
     ):
         v = np.array(inp[key])
         if len(v):

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+PLACEHOLDER_PREFIX = "change-me"  # .env.example's placeholder values all start with it
+
 
 class Profile(StrEnum):
     local = "local"
@@ -190,7 +192,35 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"profile 'production' needs {', '.join(missing)} (see .env.example)")
+            self._production_secrets_are_real()
         return self
+
+    def _production_secrets_are_real(self) -> None:
+        """Production refuses to start on an empty secret or on .env.example's placeholders
+        (``change-me...``): the scoring API token is required, as is the Airflow JWT secret,
+        and the database and Redis passwords (in their URLs) must not be placeholders."""
+        secrets = {
+            "FRAUDFLOW_API_TOKEN": self.api_token,
+            "FRAUDFLOW_AIRFLOW_JWT_SECRET": self.airflow_jwt_secret,
+        }
+        empty = [name for name, value in secrets.items() if not (value or "").strip()]
+        if empty:
+            raise ValueError(f"profile 'production' needs {', '.join(empty)} (a generated secret; see .env.example)")
+        in_urls = {
+            "the password in FRAUDFLOW_POSTGRES_URL": urlsplit(self.postgres_url or "").password,
+            "the password in FRAUDFLOW_REDIS_URL": urlsplit(self.redis_url or "").password,
+        }
+        placeholders = [
+            name
+            for name, value in (secrets | in_urls).items()
+            if value and value.strip().lower().startswith(PLACEHOLDER_PREFIX)
+        ]
+        if placeholders:
+            raise ValueError(
+                f"profile 'production' refuses placeholder secrets ({PLACEHOLDER_PREFIX}...): "
+                f"{', '.join(placeholders)}; generate real ones, "
+                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
 
     def postgres_database(self, database: str, driver: str = "postgresql") -> str:
         """``postgres_url`` pointed at one database, with an SQLAlchemy driver if asked."""

@@ -48,8 +48,6 @@ def repo_config(settings: Settings):
     SQLite): production puts the registry on PostgreSQL (SQL registry), and either profile can
     put the online store on Redis (``FRAUDFLOW_FEAST_ONLINE_STORE=redis``, db 1 of
     ``FRAUDFLOW_REDIS_URL``). The offline store stays DuckDB over the (shared) lake."""
-    from urllib.parse import urlsplit
-
     from feast.repo_config import RepoConfig
 
     if settings.profile == "production":
@@ -62,8 +60,7 @@ def repo_config(settings: Settings):
     else:
         registry = str(settings.feast_dir / "registry.db")
     if settings.online_store == "redis":
-        redis = urlsplit(settings.redis_database(1))
-        online = {"type": "redis", "connection_string": f"{redis.hostname}:{redis.port or 6379},db=1"}
+        online = {"type": "redis", "connection_string": feast_redis_connection(settings.redis_url or "", db=1)}
     else:
         online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
     return RepoConfig(
@@ -75,6 +72,29 @@ def repo_config(settings: Settings):
         entity_key_serialization_version=3,
         repo_path=feature_repo_path(),
     )
+
+
+def feast_redis_connection(url: str, *, db: int) -> str:
+    """Feast's Redis ``connection_string`` (``host:port,db=N,username=..,password=..,ssl=true``)
+    for a ``redis://`` or ``rediss://`` URL, keeping what the URL says: its credentials
+    (percent-decoded) and TLS. Values are JSON-quoted, as Feast json-decodes each one (a password
+    of digits would otherwise reach Redis as an integer). Feast splits the string on commas, so
+    a user name or password holding one cannot be passed: refused with a clear error."""
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"FRAUDFLOW_REDIS_URL must be redis://[user:password@]host[:port] or rediss://.., not {url!r}")
+    fields = [f"{parts.hostname}:{parts.port or 6379}", f"db={db}"]
+    for key, value in (("username", parts.username), ("password", parts.password)):
+        if value:
+            if "," in unquote(value):
+                raise ValueError(f"the Redis {key} in FRAUDFLOW_REDIS_URL contains ',', which Feast cannot pass")
+            fields.append(f"{key}={json.dumps(unquote(value))}")
+    if parts.scheme == "rediss":
+        fields.append("ssl=true")
+    return ",".join(fields)
 
 
 def open_store(settings: Settings):
