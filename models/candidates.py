@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -28,11 +29,27 @@ import pandas as pd
 from pydantic import BaseModel
 
 from fraudflow.features.compute import MODEL_INPUTS
+from fraudflow.models.calibration import METADATA_KEY, Calibration
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
 EXAMPLE_ROWS = 5  # rows of the input example stored with a logged model
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A fitted model and the calibration of its scores (``models/calibration.py``): what
+    ``predict_proba`` answers with, what ``log_model`` logs (the calibration as MLmodel
+    metadata) and what ``load_candidate_model`` returns when a version carries one."""
+
+    model: Any
+    calibration: Calibration
+
+
+def raw_model(model: Any) -> Any:
+    """The family's own model object, with or without its calibration."""
+    return model.model if isinstance(model, Calibrated) else model
 
 
 def input_frame(X: pd.DataFrame) -> pd.DataFrame:
@@ -131,10 +148,10 @@ class CandidateSpec(ABC):
         Raises:
             ValueError: ``X`` does not hold exactly ``MODEL_INPUTS`` in order (names them).
         """
-        scores = np.asarray(self._predict(model, X), dtype=np.float64)
+        scores = np.asarray(self._predict(raw_model(model), X), dtype=np.float64)
         if scores.shape != (len(X),):
             raise RuntimeError(f"{self.name} returned scores of shape {scores.shape}, expected ({len(X)},)")
-        return scores
+        return model.calibration.apply(scores) if isinstance(model, Calibrated) else scores
 
     def log_model(self, model: Any, *, name: str = "model", input_example: pd.DataFrame) -> ModelInfo:
         """Log ``model`` with this family's MLflow flavour into the active run.
@@ -160,7 +177,8 @@ class CandidateSpec(ABC):
             raise RuntimeError("log_model must be called inside an active MLflow run (mlflow.start_run())")
         example = input_frame(input_example).head(EXAMPLE_ROWS)
         signature = infer_signature(example, self.predict_proba(model, example))
-        return self._log(model, name=name, signature=signature, input_example=example)
+        extra = {"metadata": {METADATA_KEY: model.calibration.model_dump()}} if isinstance(model, Calibrated) else {}
+        return self._log(raw_model(model), name=name, signature=signature, input_example=example, **extra)
 
 
 def _xgboost_requirements() -> list[str]:
@@ -264,13 +282,16 @@ def load_candidate_model(model_uri: str) -> tuple[CandidateSpec, Any]:
 
     # Model.load reads the MLmodel file only; get_model_info() would also look the model's
     # model_id up in the tracking store, which a Bento run on its own does not have.
-    flavors = Model.load(model_uri).flavors
+    meta = Model.load(model_uri)
+    flavors = meta.flavors
     if "pytorch" in flavors:  # MLflow's pytorch flavour unpickles a whole module: code, not data
         raise ValueError(
             f"{model_uri} is a pickled PyTorch module (MLflow's pytorch flavour); fraudflow loads "
             "MLP weights only (flavour fraudflow_mlp) and refuses to unpickle it"
         )
+    calibration = (meta.metadata or {}).get(METADATA_KEY)
     for spec in CANDIDATES.values():
         if spec.flavor in flavors:
-            return spec, spec.load_model(model_uri)
+            model = spec.load_model(model_uri)
+            return spec, Calibrated(model, Calibration.model_validate(calibration)) if calibration else model
     raise ValueError(f"{model_uri} has flavours {sorted(flavors)}; no candidate family logs any of them")

@@ -58,7 +58,7 @@ def in_process_floor(local: InProcess, transactions: list, calls: int) -> dict[s
     scorer, lookup, redis_lookup = local.scorer, local.lookup, local.redis_lookup
     one_row = lookup.lookup([transactions[0]])[0]
     # The model alone, without the sklearn wrapper and pandas: the XGBoost booster on a float32 row.
-    booster = scorer.model.get_booster() if scorer.spec.flavor == "xgboost" else None
+    booster = scorer._booster  # the XGBoost booster the service calls (None for the MLP)
     one_array = one_row.to_numpy(dtype=np.float32)
     ms = {key: [] for key in ("predict", "booster", "lookup", "both", "lookup_redis")}
     deadline = time.monotonic() + 30

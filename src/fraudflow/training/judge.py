@@ -113,7 +113,7 @@ def _log_verdict(
     candidate's metrics as ``best.*``); the report's path."""
     import mlflow
 
-    markdown = verdict.to_markdown()
+    markdown = verdict.to_markdown() + _calibration_markdown(best)
     report = Path(training_set.folder) / "gate.md"
     report.write_text(markdown)
     configure_mlflow(settings)
@@ -130,4 +130,33 @@ def _log_verdict(
             }
         )
         mlflow.log_metrics({f"best.{k}": v for k, v in best.metrics.model_dump().items()})
+        if best.test_brier is not None:
+            mlflow.log_metrics({"best.test_brier": best.test_brier, "best.test_ece": best.test_ece or 0.0})
     return report
+
+
+def _calibration_markdown(best: CandidateRun) -> str:
+    """The served probabilities' calibration beside the ranking metrics: Brier and ECE on the
+    test window (where the calibration was not fit), and how the threshold was chosen."""
+    if best.test_brier is None:
+        return ""
+    fit = best.validation
+    how = (
+        f"Platt calibration fit on {best.calibration.fitted_rows} validation transactions"
+        if best.calibration
+        else f"uncalibrated ({fit.reason if fit else 'no validation fit'})"
+    )
+    lines = [
+        "",
+        f"Probabilities: {how}; threshold {best.threshold:.4f} = best F1 on the validation days, not the test window.",
+        "",
+        "| calibration | test window | validation days, raw | validation days, calibrated |",
+        "|---|---|---|---|",
+    ]
+    for name, test, raw, calibrated in (
+        ("Brier", best.test_brier, fit and fit.brier_raw, fit and fit.brier_calibrated),
+        ("ECE", best.test_ece, fit and fit.ece_raw, fit and fit.ece_calibrated),
+    ):
+        cells = ["-" if v is None else f"{v:.5f}" for v in (test, raw, calibrated)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -25,7 +25,6 @@ KNOWN_LIMITS = [
     "Served window features are computed per request from the card's and terminal's history with the "
     "offline definition; two workers scoring one card within milliseconds can drop one live entry until "
     "the next daily batch.",
-    "The decision threshold maximises F1 on the same test window the metrics are reported on.",
     "Labels are assumed complete after 7 days; later chargebacks are not reflected.",
     "TX_FRAUD_SCENARIO is simulation ground truth and never a model input (used for slices only).",
 ]
@@ -41,7 +40,8 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 {% endif %}{% if t.trigger.report_path %}| drift report | `{{ t.trigger.report_path }}` |
 {% endif %}| gate | **{{ "passed" if d.passed else "failed" }}**: {{ d.reason }} |
 | MLflow run | {% if refit %}`{{ refit.run_id }}` (refit of the judged run `{{ d.best.run_id }}`){% else %}`{{ d.best.run_id }}`{% endif %} (parent `{{ t.parent_run_id }}`) |
-| threshold (F1-optimal on test) | {{ "%.4f"|format(d.best.threshold) }}{% if refit %} (of the judged model){% endif %} |
+| threshold (F1-optimal on the calibrated validation days, not the test window) | {{ "%.4f"|format(d.best.threshold) }}{% if refit %} (of the judged model){% endif %} |
+| calibration | {% if d.best.calibration %}Platt: p = sigmoid({{ "%.3f"|format(d.best.calibration.slope) }} logit(score) {{ "%+.3f"|format(d.best.calibration.intercept) }}), fit on {{ d.best.calibration.fitted_rows }} validation transactions ({{ d.best.calibration.fitted_frauds }} frauds){% else %}none: {{ d.best.validation.reason if d.best.validation else "not fitted" }}{% endif %} |
 
 ## Data
 - Training window: {{ t.window.train_start }} to {{ t.window.train_end }} ({{ t.train_rows }} transactions, {{ t.train_frauds }} frauds)
@@ -54,12 +54,16 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 - Features: Feast feature service `{{ t.feature_service }}`: {{ t.features|join(", ") }}
 
 ## Metrics on the test window
-| model | AUC ROC | AP | CP@100 |
-|---|---:|---:|---:|
-{% for c in d.candidates %}| **{{ c.candidate }}** (this run){% if c.candidate == d.best.candidate %} (registered){% endif %} | {{ "%.3f"|format(c.metrics.auc_roc) }} | {{ "%.3f"|format(c.metrics.average_precision) }} | {{ "%.3f"|format(c.metrics.card_precision_at_100) }} |
-{% endfor %}{% if d.champion_metrics %}| champion v{{ d.champion_version }} (same window) | {{ "%.3f"|format(d.champion_metrics.auc_roc) }} | {{ "%.3f"|format(d.champion_metrics.average_precision) }} | {{ "%.3f"|format(d.champion_metrics.card_precision_at_100) }} |
-{% endif %}{% for name, (auc, ap, cp) in baselines.items() %}| handbook: {{ name }} | {{ auc }} | {{ ap }} | {{ cp }} |
+| model | AUC ROC | AP | CP@100 | Brier | ECE |
+|---|---:|---:|---:|---:|---:|
+{% for c in d.candidates %}| **{{ c.candidate }}** (this run){% if c.candidate == d.best.candidate %} (registered){% endif %} | {{ "%.3f"|format(c.metrics.auc_roc) }} | {{ "%.3f"|format(c.metrics.average_precision) }} | {{ "%.3f"|format(c.metrics.card_precision_at_100) }} | {{ "%.5f"|format(c.test_brier) if c.test_brier is not none else "-" }} | {{ "%.5f"|format(c.test_ece) if c.test_ece is not none else "-" }} |
+{% endfor %}{% if d.champion_metrics %}| champion v{{ d.champion_version }} (same window) | {{ "%.3f"|format(d.champion_metrics.auc_roc) }} | {{ "%.3f"|format(d.champion_metrics.average_precision) }} | {{ "%.3f"|format(d.champion_metrics.card_precision_at_100) }} | | |
+{% endif %}{% for name, (auc, ap, cp) in baselines.items() %}| handbook: {{ name }} | {{ auc }} | {{ ap }} | {{ cp }} | | |
 {% endfor %}
+Brier and ECE (expected calibration error, 10 bins) are of the served probabilities, calibrated
+on validation days inside the training window; the ranking metrics are unchanged by calibration.
+{% if d.best.validation and d.best.validation.brier_raw is not none %}On those validation days: Brier {{ "%.5f"|format(d.best.validation.brier_raw) }} raw, {{ "%.5f"|format(d.best.validation.brier_calibrated) }} calibrated; ECE {{ "%.5f"|format(d.best.validation.ece_raw) }} raw, {{ "%.5f"|format(d.best.validation.ece_calibrated) }} calibrated.
+{% endif %}
 ## Slices (challenger{% if "champion" in d.slices %} vs champion{% endif %})
 | slice | metric | challenger | champion | n | frauds |
 |---|---|---:|---:|---:|---:|

@@ -8,7 +8,8 @@ version is the same family with the same parameters refit on the newest ``train_
 labelled data, ending where the test window ends (the label-delay boundary of the protocol).
 
 The refit has no held-out week of its own. It keeps what the gate measured on the judged model:
-the metrics, the operating threshold and the held-out test scores (the reference of the
+the metrics, the calibration and the operating threshold (both fit on the judged model's
+validation days), and the held-out test scores (the reference of the
 rollout's "online as offline" check). Both runs are nested under the training run in MLflow,
 the version is tagged with the run it refits and the window, and the model card says which
 numbers belong to which model.
@@ -71,7 +72,7 @@ def refit_candidate(
     import mlflow
 
     from fraudflow.features.store import historical_features
-    from fraudflow.models.candidates import CANDIDATES
+    from fraudflow.models.candidates import CANDIDATES, Calibrated
 
     start, end = refit_window(training_set)
     rows = read_lake(settings, start=start, end=end)
@@ -91,6 +92,8 @@ def refit_candidate(
         mlflow.log_params({f"model.{k}": v for k, v in spec.validate_params(judged.params).model_dump().items()})
         mlflow.log_params({"refit_rows": len(frame), "refit_frauds": int(frame[LABEL].sum())})
         model = spec.fit(frame[MODEL_INPUTS], frame[LABEL].to_numpy(), judged.params)
+        if judged.calibration is not None:  # same family and parameters: the judged model's calibration
+            model = Calibrated(model, judged.calibration)
         info = spec.log_model(model, name="model", input_example=frame[MODEL_INPUTS].head(5))
     refit = Refit(
         of_run_id=judged.run_id,

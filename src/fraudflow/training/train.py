@@ -1,5 +1,7 @@
-"""Train one candidate on a training set: a nested MLflow run with its model, metrics, curves
-and test scores, so the gate can judge it without retraining."""
+"""Train one candidate on a training set: a nested MLflow run with its calibrated model, metrics,
+curves and test scores, so the gate can judge it without retraining. Calibration and the
+operating threshold come from validation days inside the training window
+(:mod:`fraudflow.training.validation_split`), never from the test week."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from pydantic import BaseModel
 
 from fraudflow import tags
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
+from fraudflow.models.calibration import Calibration, brier_score, expected_calibration_error
 from fraudflow.settings import Settings
 from fraudflow.tracking import configure_mlflow
 from fraudflow.training.metrics import Metrics, evaluate_scores, plot_curves
 from fraudflow.training.training_set import TrainingSet
+from fraudflow.training.validation_split import ValidationFit, fit_on_validation
 
 
 class CandidateRun(BaseModel):
@@ -26,19 +30,13 @@ class CandidateRun(BaseModel):
     model_uri: str
     params: dict[str, Any]
     metrics: Metrics
-    threshold: float
+    threshold: float  # best F1 of the calibrated validation scores
     scores_path: str
     seconds: float
-
-
-def best_threshold(y: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold with the best F1 on the test window (stored with the version)."""
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(y[order])
-    precision = tp / np.arange(1, len(y) + 1)
-    recall = tp / max(1, y.sum())
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
-    return float(scores[order][int(np.argmax(f1))]) if len(y) else 0.5
+    calibration: Calibration | None = None
+    validation: ValidationFit | None = None
+    test_brier: float | None = None  # of the served (calibrated) probabilities on the test window
+    test_ece: float | None = None
 
 
 def train_candidate(
@@ -52,7 +50,7 @@ def train_candidate(
     """Fit one candidate family, score the test window, log it all as a nested MLflow run."""
     import mlflow
 
-    from fraudflow.models.candidates import CANDIDATES
+    from fraudflow.models.candidates import CANDIDATES, Calibrated
 
     spec = CANDIDATES[candidate]
     params = params or {}
@@ -66,11 +64,22 @@ def train_candidate(
         mlflow.set_tags({tags.CANDIDATE: candidate, tags.FEATURE_SERVICE: training_set.feature_service})
         effective = spec.validate_params(params).model_dump()  # defaults included: what was really used
         mlflow.log_params({**{f"model.{k}": v for k, v in effective.items()}, "shuffle_labels": shuffle_labels})
+        validation = fit_on_validation(spec, train.assign(**{LABEL: y_train}), params)
         model = spec.fit(train[MODEL_INPUTS], y_train, params)
+        if validation.calibration is not None:
+            model = Calibrated(model, validation.calibration)
         scores = spec.predict_proba(model, test[MODEL_INPUTS])
         metrics = evaluate_scores(test, scores)
-        threshold = best_threshold(test[LABEL].to_numpy(), scores)
-        mlflow.log_metrics({**metrics.model_dump(), "threshold": threshold})
+        threshold = validation.threshold
+        y_test = test[LABEL].to_numpy()
+        test_brier, test_ece = brier_score(y_test, scores), expected_calibration_error(y_test, scores)
+        reported = validation.model_dump(include={"brier_raw", "brier_calibrated", "ece_raw", "ece_calibrated"})
+        calibration_metrics = {f"validation.{k}": v for k, v in reported.items() if v is not None}
+        mlflow.log_metrics(
+            {**metrics.model_dump(), "threshold": threshold, "test.brier": test_brier, "test.ece": test_ece}
+            | calibration_metrics
+        )
+        mlflow.log_dict(validation.model_dump(mode="json"), "validation.json")
         roc, pr = plot_curves(test[LABEL].to_numpy(), scores, title=candidate)
         mlflow.log_figure(roc, "roc_curve.png")
         mlflow.log_figure(pr, "pr_curve.png")
@@ -86,6 +95,10 @@ def train_candidate(
         threshold=threshold,
         scores_path=str(scores_path),
         seconds=round(time.perf_counter() - started, 2),
+        calibration=validation.calibration,
+        validation=validation,
+        test_brier=test_brier,
+        test_ece=test_ece,
     )
 
 
