@@ -67,15 +67,17 @@ def deploy_model():
     def open_rollout() -> dict:
         from fraudflow.deployment.reconcile import reconcile_serving
         from fraudflow.deployment.service_process import ensure_service
+        from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.registry import CHALLENGER, version_by_alias
         from fraudflow.serving.state import read_state
         from fraudflow.settings import get_settings
 
         settings = get_settings()
         repair = reconcile_serving(settings)  # max_active_runs=1: no other rollout is running
-        challenger = version_by_alias(settings, CHALLENGER)
-        if challenger is None:
-            raise ValueError("no fraud-detector version has the alias 'challenger': nothing to deploy")
+        with fail_without_retry(LookupError):  # a manual trigger with nothing registered: say so, once
+            challenger = version_by_alias(settings, CHALLENGER)
+            if challenger is None:
+                raise LookupError("no fraud-detector version has the alias 'challenger': nothing to deploy")
         url = ensure_service(settings)
         return {
             "version": challenger.version,

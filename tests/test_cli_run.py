@@ -34,3 +34,22 @@ def test_run_prints_one_line_per_task_and_the_reason_it_failed(airflow_db, tmp_p
     assert len(lines) == len(task_lines) + 2, done.stdout
     assert "[info" not in done.stdout + done.stderr and "nanobind" not in done.stderr
     assert "Task failed with exception" in log.read_text()
+
+
+def test_deploy_model_triggered_with_nothing_registered_fails_clearly_once(airflow_db, tmp_path):
+    """deploy_model from the Trigger button (no logical date, default params) on a home with no
+    challenger: one clear reason, no retry of a failure that cannot heal."""
+    home = tmp_path / "home"
+    env = {**os.environ, "FRAUDFLOW_HOME": str(home), "FRAUDFLOW_AIRFLOW_HOME_DIR": str(airflow_db)}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("fraudflow")), "run", "deploy_model"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    reason = "no fraud-detector version has the alias 'challenger': nothing to deploy"
+    assert f"open_rollout: AirflowFailException: {reason}" in done.stdout, done.stdout
+    log = (home / "logs" / "fraudflow-run-deploy_model.log").read_text()
+    assert "Marking task as UP_FOR_RETRY" not in log and "up_for_retry" not in log.lower()
