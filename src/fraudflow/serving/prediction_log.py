@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraudflow.layout import PART_GLOB, part_file_name, part_files, partition_dir
+from fraudflow.layout import PART_GLOB, PARTITION_GLOB, part_file_name, part_files, partition_dir
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def arrow_table(rows: list[dict[str, Any]]) -> pa.Table:
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete the hidden temp files of writers that died mid-write (their pid is gone)."""
     removed = []
-    for tmp in Path(folder).glob("date=*/.part-*.parquet.tmp"):
+    for tmp in Path(folder).glob(f"{PARTITION_GLOB}/.part-*.parquet.tmp"):
         match = _TMP.match(tmp.name)
         if match and not _alive(int(match.group(1))):
             tmp.unlink(missing_ok=True)

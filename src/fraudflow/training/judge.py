@@ -142,15 +142,15 @@ def _calibration_markdown(best: CandidateRun) -> str:
         return ""
     fit = best.validation
     how = (
-        f"Platt calibration fit on {best.calibration.fitted_rows} validation transactions"
+        f"Platt calibration fit on {best.calibration.fitted_rows} out-of-sample training transactions"
         if best.calibration
         else f"uncalibrated ({fit.reason if fit else 'no validation fit'})"
     )
     lines = [
         "",
-        f"Probabilities: {how}; threshold {best.threshold:.4f} = best F1 on the validation days, not the test window.",
+        f"Probabilities: {how}; threshold {best.threshold:.4f} = best F1 of the out-of-sample training scores, not the test window.",
         "",
-        "| calibration | test window | validation days, raw | validation days, calibrated |",
+        "| calibration | test window | out-of-sample training, raw | out-of-sample training, calibrated |",
         "|---|---|---|---|",
     ]
     for name, test, raw, calibrated in (

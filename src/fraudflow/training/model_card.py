@@ -40,8 +40,8 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 {% endif %}{% if t.trigger.report_path %}| drift report | `{{ t.trigger.report_path }}` |
 {% endif %}| gate | **{{ "passed" if d.passed else "failed" }}**: {{ d.reason }} |
 | MLflow run | {% if refit %}`{{ refit.run_id }}` (refit of the judged run `{{ d.best.run_id }}`){% else %}`{{ d.best.run_id }}`{% endif %} (parent `{{ t.parent_run_id }}`) |
-| threshold (F1-optimal on the calibrated validation days, not the test window) | {{ "%.4f"|format(d.best.threshold) }}{% if refit %} (of the judged model){% endif %} |
-| calibration | {% if d.best.calibration %}Platt: p = sigmoid({{ "%.3f"|format(d.best.calibration.slope) }} logit(score) {{ "%+.3f"|format(d.best.calibration.intercept) }}), fit on {{ d.best.calibration.fitted_rows }} validation transactions ({{ d.best.calibration.fitted_frauds }} frauds){% else %}none: {{ d.best.validation.reason if d.best.validation else "not fitted" }}{% endif %} |
+| threshold (F1-optimal on calibrated out-of-sample scores of the training window, not the test window) | {{ "%.4f"|format(d.best.threshold) }}{% if refit %} (of the judged model){% endif %} |
+| calibration | {% if d.best.calibration %}Platt: p = sigmoid({{ "%.3f"|format(d.best.calibration.slope) }} logit(score) {{ "%+.3f"|format(d.best.calibration.intercept) }}), fit on {{ d.best.calibration.fitted_rows }} out-of-sample training transactions ({{ d.best.calibration.fitted_frauds }} frauds){% else %}none: {{ d.best.validation.reason if d.best.validation else "not fitted" }}{% endif %} |
 
 ## Data
 - Training window: {{ t.window.train_start }} to {{ t.window.train_end }} ({{ t.train_rows }} transactions, {{ t.train_frauds }} frauds)
@@ -61,8 +61,8 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 {% endif %}{% for name, (auc, ap, cp) in baselines.items() %}| handbook: {{ name }} | {{ auc }} | {{ ap }} | {{ cp }} | | |
 {% endfor %}
 Brier and ECE (expected calibration error, 10 bins) are of the served probabilities, calibrated
-on validation days inside the training window; the ranking metrics are unchanged by calibration.
-{% if d.best.validation and d.best.validation.brier_raw is not none %}On those validation days: Brier {{ "%.5f"|format(d.best.validation.brier_raw) }} raw, {{ "%.5f"|format(d.best.validation.brier_calibrated) }} calibrated; ECE {{ "%.5f"|format(d.best.validation.ece_raw) }} raw, {{ "%.5f"|format(d.best.validation.ece_calibrated) }} calibrated.
+on out-of-sample scores of the training window; the ranking metrics are unchanged by calibration.
+{% if d.best.validation and d.best.validation.brier_raw is not none %}On the out-of-sample training scores: Brier {{ "%.5f"|format(d.best.validation.brier_raw) }} raw, {{ "%.5f"|format(d.best.validation.brier_calibrated) }} calibrated; ECE {{ "%.5f"|format(d.best.validation.ece_raw) }} raw, {{ "%.5f"|format(d.best.validation.ece_calibrated) }} calibrated.
 {% endif %}
 ## Slices (challenger{% if "champion" in d.slices %} vs champion{% endif %})
 | slice | metric | challenger | champion | n | frauds |

@@ -9,7 +9,7 @@ labelled data, ending where the test window ends (the label-delay boundary of th
 
 The refit has no held-out week of its own. It keeps what the gate measured on the judged model:
 the metrics, the calibration and the operating threshold (both fit on the judged model's
-validation days), and the held-out test scores (the reference of the
+out-of-sample training scores), and the held-out test scores (the reference of the
 rollout's "online as offline" check). Both runs are nested under the training run in MLflow,
 the version is tagged with the run it refits and the window, and the model card says which
 numbers belong to which model.

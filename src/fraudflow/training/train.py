@@ -1,6 +1,6 @@
 """Train one candidate on a training set: a nested MLflow run with its calibrated model, metrics,
 curves and test scores, so the gate can judge it without retraining. Calibration and the
-operating threshold come from validation days inside the training window
+operating threshold come from cross-fitted scores of the training window
 (:mod:`fraudflow.training.validation_split`), never from the test week."""
 
 from __future__ import annotations
