@@ -148,7 +148,8 @@ def _calibration_markdown(best: CandidateRun) -> str:
     )
     lines = [
         "",
-        f"Probabilities: {how}; threshold {best.threshold:.4f} = best F1 of the out-of-sample training scores, not the test window.",
+        f"Probabilities: {how}; threshold {best.threshold:.4f} = best F1 of the out-of-sample training scores, "
+        "not the test window.",
         "",
         "| calibration | test window | out-of-sample training, raw | out-of-sample training, calibrated |",
         "|---|---|---|---|",
