@@ -10,17 +10,17 @@ import sys
 from pathlib import Path
 
 
+def _fraudflow_run(dag_id: str, home: Path, airflow_home: Path) -> subprocess.CompletedProcess:
+    """``fraudflow run <dag_id>`` as a person types it: no logical date, default params."""
+    env = {**os.environ, "FRAUDFLOW_HOME": str(home), "FRAUDFLOW_AIRFLOW_HOME_DIR": str(airflow_home)}
+    command = [str(Path(sys.executable).with_name("fraudflow")), "run", dag_id]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_run_prints_one_line_per_task_and_the_reason_it_failed(airflow_db, tmp_path):
     home = tmp_path / "home"
-    env = {**os.environ, "FRAUDFLOW_HOME": str(home), "FRAUDFLOW_AIRFLOW_HOME_DIR": str(airflow_db)}
     # No lake yet, no logical date (as the UI's Trigger button): train_model must fail clearly.
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("fraudflow")), "run", "train_model"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _fraudflow_run("train_model", home, airflow_db)
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     task_lines = [line for line in lines if re.match(r"^  \w+ +(success|failed|upstream_failed) ", line)]
@@ -40,14 +40,7 @@ def test_deploy_model_triggered_with_nothing_registered_fails_clearly_once(airfl
     """deploy_model from the Trigger button (no logical date, default params) on a home with no
     challenger: one clear reason, no retry of a failure that cannot heal."""
     home = tmp_path / "home"
-    env = {**os.environ, "FRAUDFLOW_HOME": str(home), "FRAUDFLOW_AIRFLOW_HOME_DIR": str(airflow_db)}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("fraudflow")), "run", "deploy_model"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _fraudflow_run("deploy_model", home, airflow_db)
     assert done.returncode == 1, done.stdout + done.stderr
     reason = "no fraud-detector version has the alias 'challenger': nothing to deploy"
     assert f"open_rollout: AirflowFailException: {reason}" in done.stdout, done.stdout

@@ -50,8 +50,9 @@ def home(tmp_path_factory):
         yield settings
 
 
-def route(settings, state: DeploymentState, n: int = 400):
-    """Score ``n`` lake transactions through the router in ``state``; its log rows."""
+def route(settings, state: DeploymentState, n: int = 400, before_close=None):
+    """Score ``n`` lake transactions through the router in ``state``; its log rows.
+    ``before_close(routing)`` sees the router after the last answer, before it is closed."""
     write_state(settings, state)
     since = dt.datetime.now(dt.UTC)
     routing = RoutedScoring(settings)
@@ -66,6 +67,8 @@ def route(settings, state: DeploymentState, n: int = 400):
                 tx_amount=float(r.TX_AMOUNT),
             )
             routing.score([tx], "/score")
+        if before_close is not None:
+            before_close(routing)
     finally:
         routing.close()  # finishes shadow scoring and flushes the log
     return read_predictions(settings.predictions_dir, since=since)
@@ -106,29 +109,17 @@ def test_a_slow_shadow_challenger_is_dropped_not_queued_without_bound(home):
     waiting for the challenger), and the shadow check fails the challenger on them."""
     bounded = home.model_copy(update={"shadow_queue_max": 3})
     state = DeploymentState(champion="2", challenger="1", mode="shadow", challenger_delay_ms=50)
-    write_state(bounded, state)
-    since = dt.datetime.now(dt.UTC)
-    routing = RoutedScoring(bounded)
-    routing.wait_until_loaded()
-    sample = replay_sample(bounded, 60, seed=60)
-    try:
-        for r in sample.itertuples(index=False):
-            tx = Transaction(
-                transaction_id=int(r.TRANSACTION_ID),
-                tx_datetime=r.TX_DATETIME,
-                customer_id=str(r.CUSTOMER_ID),
-                terminal_id=str(r.TERMINAL_ID),
-                tx_amount=float(r.TX_AMOUNT),
-            )
-            routing.score([tx], "/score")
-        dropped = routing.shadow_dropped
-        assert routing.health()["shadow_dropped"] == dropped
-    finally:
-        routing.close()
-    rows = read_predictions(bounded.predictions_dir, since=since)
-    assert len(rows) == len(sample)  # every answer logged
+    seen = {}
+    rows = route(
+        bounded,
+        state,
+        60,
+        before_close=lambda r: seen.update(dropped=r.shadow_dropped, reported=r.health()["shadow_dropped"]),
+    )
+    assert seen["reported"] == seen["dropped"]
+    assert len(rows) == 60  # every answer logged
     full = rows["challenger_error"] == "shadow queue full: challenger not scored"
-    assert 0 < full.sum() == dropped and rows.loc[full, "challenger_score"].isna().all()
+    assert 0 < full.sum() == seen["dropped"] and rows.loc[full, "challenger_score"].isna().all()
     assert rows.loc[~full, "challenger_score"].notna().all()  # the queued ones were scored
     check = shadow_check(rows, Thresholds.from_settings(bounded))
     assert not check.passed and "error_rate" in check.reason
