@@ -11,13 +11,16 @@ as MLflow tags and in the model card). One run at a time.
    opens the MLflow parent run with the lineage (partitions, GX validation ids).
 2. **validate_training_set**: GX suite `training_set`.
 3. **train_candidate** (mapped: `xgboost`, `mlp`): one nested MLflow run each, with metrics
-   (AUC ROC, AP, CP@100), ROC/PR plots and the model in its MLflow flavour. With
-   `FRAUDFLOW_SELECTION_TRIALS` > 1 the family's parameters are first chosen by prequential
-   validation on folds before the test window (each trial a nested run with its fold scores).
-4. **evaluate_gate**: floors, then non-inferiority and slices against the `champion`.
-5. **gate_passed**: short-circuit: a failed gate ends here, reason in the log and in MLflow
+   (AUC ROC, AP, CP@100), ROC/PR plots and the calibrated model in its MLflow flavour. Its
+   parameters are first chosen by prequential validation (`FRAUDFLOW_SELECTION_TRIALS` per
+   family, 0 = defaults) on folds before the test window, each trial a nested run with its
+   fold scores.
+4. **train_ensemble**: the families' probability average, judged on the same folds; trained
+   as a third candidate only if it beat each family there.
+5. **evaluate_gate**: floors, then non-inferiority and slices against the `champion`.
+6. **gate_passed**: short-circuit: a failed gate ends here, reason in the log and in MLflow
    (tag `fraudflow.gate`), nothing registered, aliases untouched.
-6. **register_challenger**: new `fraud-detector` version, alias `challenger`, model card;
+7. **register_challenger**: new `fraud-detector` version, alias `challenger`, model card;
    emits `fraudflow_model_challenger`.
 """
 
@@ -113,29 +116,70 @@ def train_model():
 
         settings = get_settings()
         ts = TrainingSet.model_validate(training_set)
-        chosen = params["candidate_params"].get(candidate)  # a person's explicit choice wins
-        if chosen is None and settings.selection_trials > 1:
-            chosen = select_parameters(
+        chosen, selection = params["candidate_params"].get(candidate), None  # a person's explicit choice wins
+        if chosen is None and settings.selection_trials > 0:
+            selection = select_parameters(
                 settings,
                 candidate=candidate,
                 training_set=ts,
                 n_folds=settings.selection_folds,
                 budget=settings.selection_trials,
-            ).best_params
+            )
+            chosen = selection.best_params
         run = train(
-            settings, candidate=candidate, training_set=ts, params=chosen or {}, shuffle_labels=params["shuffle_labels"]
+            settings,
+            candidate=candidate,
+            training_set=ts,
+            params=chosen or {},
+            shuffle_labels=params["shuffle_labels"],
+            selection=selection,
         )
         return run.model_dump(mode="json")
 
     @task
     def candidate_families() -> list[str]:
-        """Every model family fraudflow knows (``fraudflow.models.candidates.CANDIDATES``)."""
-        from fraudflow.models.candidates import CANDIDATES
+        """The model families trained side by side (``fraudflow.models.candidates.FAMILIES``)."""
+        from fraudflow.models.candidates import FAMILIES
 
-        return list(CANDIDATES)
+        return list(FAMILIES)
 
     @task
-    def evaluate_gate(training_set: dict, candidates: list[dict], run_id: str | None = None) -> dict:
+    def train_ensemble(training_set: dict, candidates: list[dict], params: dict | None = None) -> dict | None:
+        """The families' probability average, trained only if it beat each family on the
+        prequential folds (``judge_ensemble``); nothing without selection or in a gate drill."""
+        import logging
+
+        from fraudflow.settings import get_settings
+        from fraudflow.training.prequential import judge_ensemble
+        from fraudflow.training.train import CandidateRun
+        from fraudflow.training.train import train_candidate as train
+        from fraudflow.training.training_set import TrainingSet
+
+        log = logging.getLogger("fraudflow.selection")
+        settings = get_settings()
+        runs = [CandidateRun.model_validate(c) for c in candidates]
+        selections = [r.selection for r in runs if r.selection is not None]
+        if not settings.selection_ensemble or params["shuffle_labels"] or len(selections) < 2:
+            log.info("no ensemble: needs FRAUDFLOW_SELECTION_ENSEMBLE and two families chosen by selection")
+            return None
+        ts = TrainingSet.model_validate(training_set)
+        verdict = judge_ensemble(settings, training_set=ts, selections=selections)
+        log.info("ensemble %s: %s", "kept" if verdict.kept else "dropped", verdict.reason)
+        if not verdict.kept:
+            return None
+        run = train(
+            settings,
+            candidate="ensemble",
+            training_set=ts,
+            params=verdict.selection.best_params,
+            selection=verdict.selection,
+        )
+        return run.model_dump(mode="json")
+
+    @task
+    def evaluate_gate(
+        training_set: dict, candidates: list[dict], ensemble: dict | None, run_id: str | None = None
+    ) -> dict:
         from fraudflow.settings import get_settings
         from fraudflow.training.judge import judge_candidates
         from fraudflow.training.train import CandidateRun
@@ -144,7 +188,7 @@ def train_model():
         decision = judge_candidates(
             get_settings(),
             training_set=TrainingSet.model_validate(training_set),
-            candidates=[CandidateRun.model_validate(c) for c in candidates],
+            candidates=[CandidateRun.model_validate(c) for c in [*candidates, *([ensemble] if ensemble else [])]],
             run_id=run_id,
         )
         return decision.model_dump(mode="json")
@@ -201,7 +245,7 @@ def train_model():
 
     training_set = validate_training_set(build_training_set())
     candidates = train_candidate.partial(training_set=training_set).expand(candidate=candidate_families())
-    decision = evaluate_gate(training_set, candidates)
+    decision = evaluate_gate(training_set, candidates, train_ensemble(training_set, candidates))
     refit = refit_challenger(decision, training_set)
     gate_passed(decision) >> refit
     register_challenger(decision, training_set, refit)

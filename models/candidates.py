@@ -181,7 +181,7 @@ class CandidateSpec(ABC):
         return self._log(raw_model(model), name=name, signature=signature, input_example=example, **extra)
 
 
-def _xgboost_requirements() -> list[str]:
+def xgboost_requirements() -> list[str]:
     """Pinned pip requirements of a logged XGBoost model, naming the distribution installed.
 
     MLflow's defaults pin ``xgboost==<module version>`` even when the module comes from the
@@ -221,7 +221,7 @@ class XGBoostCandidate(CandidateSpec):
     def _log(self, model, **kwargs):
         import mlflow.xgboost
 
-        return mlflow.xgboost.log_model(model, pip_requirements=_xgboost_requirements(), **kwargs)
+        return mlflow.xgboost.log_model(model, pip_requirements=xgboost_requirements(), **kwargs)
 
     def load_model(self, model_uri: str):
         """The XGBClassifier itself (the pyfunc flavour would return class labels)."""
@@ -262,7 +262,43 @@ class MLPCandidate(CandidateSpec):
         return load_model(model_uri)
 
 
-CANDIDATES: dict[str, CandidateSpec] = {spec.name: spec for spec in (XGBoostCandidate(), MLPCandidate())}
+class EnsembleCandidate(CandidateSpec):
+    """The mean of the base families' probabilities (``models/ensemble.py``); trained only when
+    prequential validation says it beats each family alone."""
+
+    name = "ensemble"
+    flavor = "fraudflow_ensemble"
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        from fraudflow.models.ensemble import EnsembleParams
+
+        return EnsembleParams
+
+    def _fit(self, X, y, params):
+        from fraudflow.models.ensemble import fit_ensemble
+
+        return fit_ensemble(X, y, params)
+
+    def _predict(self, model, X):
+        from fraudflow.models.ensemble import predict_ensemble
+
+        return predict_ensemble(model, X)
+
+    def _log(self, model, **kwargs):
+        from fraudflow.models.ensemble import log_model
+
+        return log_model(model, **kwargs)
+
+    def load_model(self, model_uri: str):
+        from fraudflow.models.ensemble import load_model
+
+        return load_model(model_uri)
+
+
+# The families trained side by side; the ensemble combines them after their selection.
+FAMILIES: dict[str, CandidateSpec] = {spec.name: spec for spec in (XGBoostCandidate(), MLPCandidate())}
+CANDIDATES: dict[str, CandidateSpec] = FAMILIES | {"ensemble": EnsembleCandidate()}
 
 
 def load_candidate_model(model_uri: str) -> tuple[CandidateSpec, Any]:
@@ -290,7 +326,7 @@ def load_candidate_model(model_uri: str) -> tuple[CandidateSpec, Any]:
             "MLP weights only (flavour fraudflow_mlp) and refuses to unpickle it"
         )
     calibration = (meta.metadata or {}).get(METADATA_KEY)
-    for spec in CANDIDATES.values():
+    for spec in (CANDIDATES["ensemble"], *FAMILIES.values()):  # an ensemble's members are below it
         if spec.flavor in flavors:
             model = spec.load_model(model_uri)
             return spec, Calibrated(model, Calibration.model_validate(calibration)) if calibration else model

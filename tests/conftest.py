@@ -27,6 +27,9 @@ os.environ.update(
         "FRAUDFLOW_LANDING_POKE_SECONDS": "1",
         "FRAUDFLOW_LANDING_SETTLE_SECONDS": "0",  # tests write a file and ingest it at once (settling: test_foundation)
         "FRAUDFLOW_TASK_RETRY_DELAY_SECONDS": "1",
+        # Prequential selection multiplies training time by its trials x folds; the tests that are
+        # about selection (test_train_model_dag, test_ensemble) turn it on, the rest train defaults.
+        "FRAUDFLOW_SELECTION_TRIALS": "0",
         "GX_ANALYTICS_ENABLED": "False",
     }
 )

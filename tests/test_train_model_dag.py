@@ -152,3 +152,79 @@ def test_prequential_selection_judges_folds_before_the_test_window(trained_home)
         assert run.data.metrics["fold0.average_precision"] == pytest.approx(trial.fold_average_precision[0])
     artifacts = {a.path for a in client.list_artifacts(training_set.parent_run_id, "selection")}
     assert "selection/xgboost.json" in artifacts
+
+
+def test_the_ensemble_is_judged_on_the_selection_folds_and_loads_as_one_model(trained_home, monkeypatch):
+    """train_model with selection on (1 trial = the defaults, 1 fold): the families' stored fold
+    scores are averaged and judged in a nested run; the ensemble is a candidate exactly when its
+    fold AP beat each family's. Trained either way here, it logs, loads and scores as one model."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import average_precision_score
+
+    from fraudflow.features.compute import LABEL, MODEL_INPUTS
+    from fraudflow.models.candidates import CANDIDATES, Calibrated, load_candidate_model
+    from fraudflow.training.prequential import Selection, judge_ensemble
+    from fraudflow.training.train import train_candidate
+    from fraudflow.training.training_set import build_training_set
+
+    settings = trained_home
+    monkeypatch.setenv("FRAUDFLOW_SELECTION_TRIALS", "1")
+    monkeypatch.setenv("FRAUDFLOW_SELECTION_FOLDS", "1")
+    outcome = run_dag(load_dag("train_model"), logical_date=None, conf={"reason": "ensemble test"})
+    assert outcome.state == "success", outcome
+    client = _client(settings)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
+    (parent,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{tags.REASON}` = 'ensemble test'", max_results=1
+    )
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    (judged,) = [r for r in children if r.info.run_name == "select ensemble"]
+    families = {r.data.tags.get(tags.CANDIDATE) for r in children if not r.info.run_name.startswith("select ")}
+    verdict = judged.data.tags["fraudflow.selection.verdict"]
+    assert ("ensemble" in families) == verdict.startswith("kept: ")
+
+    # The judged fold AP is the AP of the mean of the two families' stored fold scores.
+    stored = json.loads(Path(client.download_artifacts(parent.info.run_id, "selection/xgboost.json")).read_text())
+    folder = Path(stored["fold_scores_path"]).parent
+    xgb = pd.read_parquet(folder / "selection_xgboost_folds.parquet")
+    mlp = pd.read_parquet(folder / "selection_mlp_folds.parquet")
+    both = xgb.merge(mlp[["TRANSACTION_ID", "score"]], on="TRANSACTION_ID", suffixes=("_x", "_m"))
+    assert len(both) == len(xgb) == len(mlp)
+    expected = average_precision_score(both[LABEL], (both["score_x"] + both["score_m"]) / 2)
+    assert judged.data.metrics["fold0.average_precision"] == pytest.approx(expected)
+
+    # The failing case: families judged on different folds are not averaged.
+    def stored_selection(family: str) -> Selection:
+        path = client.download_artifacts(parent.info.run_id, f"selection/{family}.json")
+        return Selection.model_validate_json(Path(path).read_text())
+
+    shifted = stored_selection("mlp")
+    shifted.folds[0] = shifted.folds[0].model_copy(
+        update={"train_start": shifted.folds[0].train_start - dt.timedelta(1)}
+    )
+    ts = build_training_set(settings, run_date=LAST_DAY, run_id="ensemble-test", reason="test")
+    with pytest.raises(ValueError, match="same prequential folds"):
+        judge_ensemble(settings, training_set=ts, selections=[stored_selection("xgboost"), shifted])
+    with pytest.raises(ValueError, match="two or more families"):
+        judge_ensemble(settings, training_set=ts, selections=[stored_selection("xgboost")])
+
+    # Trained and logged like any family; loaded back as one model: the calibrated mean of its members.
+    run = train_candidate(settings, candidate="ensemble", training_set=ts, params={})
+    spec, model = load_candidate_model(run.model_uri)
+    assert spec is CANDIDATES["ensemble"] and isinstance(model, Calibrated)
+    test = pd.read_parquet(ts.test_path)
+    members = model.model.members
+    assert set(members) == {"xgboost", "mlp"}
+    mean = np.mean([CANDIDATES[n].predict_proba(m, test[MODEL_INPUTS]) for n, m in members.items()], axis=0)
+    served = spec.predict_proba(model, test[MODEL_INPUTS])
+    np.testing.assert_allclose(served, model.calibration.apply(mean), rtol=1e-6)
+    logged_scores = pd.read_parquet(run.scores_path)["score"].to_numpy()
+    np.testing.assert_allclose(served, logged_scores, rtol=1e-6)
+    assert run.metrics.average_precision == pytest.approx(average_precision_score(test[LABEL], logged_scores))
+    # The python_function view (what bentoml.mlflow.import_model and `mlflow models serve` load).
+    pyfunc = mlflow.pyfunc.load_model(run.model_uri)
+    rows = test[MODEL_INPUTS].head(50).astype(np.float32)  # the logged signature's dtype
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(rows)), mean[:50], rtol=1e-5)

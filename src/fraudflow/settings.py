@@ -83,10 +83,12 @@ class Settings(BaseSettings):
     training_deadline_seconds: int = Field(3 * 3600, ge=1)  # alert: a train_model run not done this long after queued
     train_days: int = Field(7, ge=1)
     test_days: int = Field(7, ge=1)
-    # Prequential model selection (fraudflow.training.prequential): trials per family, judged on
-    # this many folds before the test window; 0 or 1 trains the family's defaults (no search).
-    selection_trials: int = Field(0, ge=0)
+    # Prequential model selection (fraudflow.training.prequential): parameter sets per family
+    # (the defaults first), judged on this many folds before the test window; 1 judges only the
+    # defaults (what the ensemble verdict needs), 0 skips selection. The search's cost bound.
+    selection_trials: int = Field(3, ge=0)
     selection_folds: int = Field(2, ge=1)
+    selection_ensemble: bool = True  # train the families' average when the folds say it pays
     gate_min_average_precision: float = Field(0.50, ge=0, le=1)
     gate_min_auc_roc: float = Field(0.80, ge=0, le=1)
     gate_ap_tolerance: float = Field(0.03, ge=0)  # non-inferiority margin vs the champion

@@ -64,6 +64,16 @@ Brier and ECE (expected calibration error, 10 bins) are of the served probabilit
 on out-of-sample scores of the training window; the ranking metrics are unchanged by calibration.
 {% if d.best.validation and d.best.validation.brier_raw is not none %}On the out-of-sample training scores: Brier {{ "%.5f"|format(d.best.validation.brier_raw) }} raw, {{ "%.5f"|format(d.best.validation.brier_calibrated) }} calibrated; ECE {{ "%.5f"|format(d.best.validation.ece_raw) }} raw, {{ "%.5f"|format(d.best.validation.ece_calibrated) }} calibrated.
 {% endif %}
+## Model selection
+{% set sel = d.candidates|selectattr("selection")|list %}{% if sel %}Prequential validation on folds that end before the test window (train week, {{ t.window.delay_days }}-day label-delay gap, validation week, moved back a week per fold); the test window was never read.
+
+| candidate | parameters used | trials | mean fold AP | fold APs | search (s) |
+|---|---|---:|---:|---|---:|
+{% for c in sel %}| {{ c.candidate }}{% if c.candidate == d.best.candidate %} (registered){% endif %} | `{{ c.params or "defaults" }}` | {{ c.selection.trials|length }} | {{ "%.4f"|format(c.selection.best.mean_average_precision) }} | {{ c.selection.best.fold_average_precision|map("round", 4)|join(", ") }} | {{ "%.1f"|format(c.selection.seconds) }} |
+{% endfor %}{% if d.candidates|selectattr("candidate", "equalto", "ensemble")|list %}The ensemble (mean of the families' probabilities) was trained because its mean fold AP beat each family's.
+{% elif sel|length > 1 %}No ensemble: its mean fold AP did not beat the best family's (or it was not judged).
+{% endif %}{% else %}No selection in this run: {% for c in d.candidates %}{{ c.candidate }} `{{ c.params or "defaults" }}`{{ "; " if not loop.last }}{% endfor %} (given, or `FRAUDFLOW_SELECTION_TRIALS=0`).
+{% endif %}
 ## Slices (challenger{% if "champion" in d.slices %} vs champion{% endif %})
 | slice | metric | challenger | champion | n | frauds |
 |---|---|---:|---:|---:|---:|

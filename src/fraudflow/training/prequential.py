@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import time
+import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,11 @@ from pydantic import BaseModel
 
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
 from fraudflow.settings import Settings
+from fraudflow.training.metrics import CARD, DAY
 from fraudflow.training.training_set import TrainingSet, TrainingWindow, training_window
+
+KEY = "TRANSACTION_ID"
+FOLD_COLUMNS = [KEY, CARD, DAY, LABEL]  # what evaluate_scores needs of a validation row
 
 # The searched values per family (the defaults are always one of the trials).
 SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
@@ -51,6 +57,20 @@ class Selection(BaseModel):
     trials: list[Trial]
     best_params: dict[str, Any]
     seconds: float
+    fold_scores_path: str | None = None  # the winner's validation scores per fold (for the ensemble)
+
+    @property
+    def best(self) -> Trial:
+        return max(self.trials, key=lambda t: t.mean_average_precision)
+
+
+class EnsembleVerdict(BaseModel):
+    """Whether the probability average of the families' selected models beat each of them on
+    the same prequential folds (their mean fold AP), and so whether it is trained at all."""
+
+    selection: Selection
+    kept: bool
+    reason: str
 
 
 def prequential_folds(window: TrainingWindow, n_folds: int) -> list[TrainingWindow]:
@@ -100,15 +120,27 @@ def parameter_grid(candidate: str, budget: int) -> list[dict[str, Any]]:
     return picked
 
 
-def _fold_frames(settings: Settings, folds: Iterable[TrainingWindow]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+def _fold_frames(
+    settings: Settings, folds: Iterable[TrainingWindow], cache: Path
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Each usable fold's train and validation rows (Feast point-in-time joins), kept under
+    ``cache`` (the training set's folder) so the second family reads what the first joined."""
     from fraudflow.training.training_set import TrainingSetRejected, _point_in_time_split
 
     frames = []
     for fold in folds:
-        try:
-            train, valid, _ = _point_in_time_split(settings, fold)
-        except TrainingSetRejected:
-            continue  # before the lake's first day
+        paths = [cache / f"fold_{fold.train_start}_{fold.test_end}_{part}.parquet" for part in ("train", "valid")]
+        if all(p.exists() for p in paths):
+            train, valid = (pd.read_parquet(p) for p in paths)
+        else:
+            try:
+                train, valid, _ = _point_in_time_split(settings, fold)
+            except TrainingSetRejected:
+                continue  # before the lake's first day
+            for frame, path in zip((train, valid), paths, strict=True):  # atomic: a parallel family may read
+                partial = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+                frame.to_parquet(partial, index=False)
+                partial.replace(path)
         if train[LABEL].nunique() < 2 or valid[LABEL].sum() == 0:
             continue  # a fold without both classes judges nothing
         frames.append((train, valid))
@@ -128,20 +160,21 @@ def select_parameters(
     spec = CANDIDATES[candidate]
     started = time.perf_counter()
     folds = prequential_folds(training_set.window, n_folds)
-    frames = _fold_frames(settings, folds)
+    frames = _fold_frames(settings, folds, Path(training_set.folder))
     if not frames:
         raise ValueError(f"no usable prequential fold before {training_set.window.train_start}: too little history")
     configure_mlflow(settings)
-    trials = []
+    trials, fold_scores = [], []
     for params in parameter_grid(candidate, budget):
-        scores = []
+        scores, predictions = [], []
         name = f"select {candidate} " + (", ".join(f"{k}={v}" for k, v in params.items()) or "defaults")
         with mlflow.start_run(run_name=name, nested=True, parent_run_id=training_set.parent_run_id) as run:
             effective = spec.validate_params(params).model_dump()
             mlflow.log_params({f"model.{k}": v for k, v in effective.items()} | {"selection.folds": len(frames)})
             for k, (train, valid) in enumerate(frames):
                 model = spec.fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), params)
-                metrics = evaluate_scores(valid, spec.predict_proba(model, valid[MODEL_INPUTS]))
+                predictions.append(spec.predict_proba(model, valid[MODEL_INPUTS]))
+                metrics = evaluate_scores(valid, predictions[-1])
                 scores.append(float(metrics.average_precision))
                 mlflow.log_metrics(
                     {
@@ -154,15 +187,82 @@ def select_parameters(
         trials.append(
             Trial(params=params, fold_average_precision=scores, mean_average_precision=mean, run_id=run.info.run_id)
         )
-    best = max(trials, key=lambda t: t.mean_average_precision)
+        fold_scores.append(predictions)
+    best = int(np.argmax([t.mean_average_precision for t in trials]))
+    path = Path(training_set.folder) / f"selection_{candidate}_folds.parquet"
+    winners = zip(frames, fold_scores[best], strict=True)
+    pd.concat([valid[FOLD_COLUMNS].assign(fold=k, score=s) for k, ((_, valid), s) in enumerate(winners)]).to_parquet(
+        path, index=False
+    )
     selection = Selection(
         candidate=candidate,
         folds=folds[: len(frames)],
         trials=trials,
-        best_params=best.params,
+        best_params=trials[best].params,
+        seconds=round(time.perf_counter() - started, 3),
+        fold_scores_path=str(path),
+    )
+    _log_selection(training_set, selection)
+    return selection
+
+
+def _log_selection(training_set: TrainingSet, selection: Selection) -> None:
+    import mlflow
+
+    with mlflow.start_run(run_id=training_set.parent_run_id):
+        mlflow.log_dict(selection.model_dump(mode="json"), f"selection/{selection.candidate}.json")
+        mlflow.set_tag(f"fraudflow.selection.{selection.candidate}", str(selection.best_params or "defaults")[:4000])
+
+
+def judge_ensemble(settings: Settings, *, training_set: TrainingSet, selections: list[Selection]) -> EnsembleVerdict:
+    """Score the mean of the families' selected models on the folds their selection used (the
+    winners' stored fold scores, so nothing is refit) and keep the ensemble only if its mean
+    fold AP beats every family's. A nested MLflow run records the fold scores and the verdict.
+
+    Raises:
+        ValueError: fewer than two selections with fold scores, or they were judged on
+            different folds.
+    """
+    import mlflow
+
+    from fraudflow.tracking import configure_mlflow
+    from fraudflow.training.metrics import evaluate_scores
+
+    usable = [s for s in selections if s.fold_scores_path]
+    if len(usable) < 2 or len({tuple(f.model_dump_json() for f in s.folds) for s in usable}) != 1:
+        raise ValueError("an ensemble needs two or more families selected on the same prequential folds")
+    started = time.perf_counter()
+    frames = [pd.read_parquet(s.fold_scores_path) for s in usable]
+    merged = frames[0].drop(columns="score")
+    for s, frame in zip(usable, frames, strict=True):
+        merged = merged.merge(frame[["fold", KEY, "score"]].rename(columns={"score": s.candidate}), on=["fold", KEY])
+    merged["score"] = merged[[s.candidate for s in usable]].mean(axis=1)
+    scores = [float(evaluate_scores(f, f["score"].to_numpy()).average_precision) for _, f in merged.groupby("fold")]
+    mean = float(np.mean(scores))
+    members = {s.candidate: s.best_params for s in usable}
+    rival = max(usable, key=lambda s: s.best.mean_average_precision)
+    rival_ap = rival.best.mean_average_precision
+    kept = mean > rival_ap
+    reason = f"mean fold AP {mean:.4f} {'>' if kept else '<='} {rival.candidate}'s {rival_ap:.4f}"
+    configure_mlflow(settings)
+    with mlflow.start_run(run_name="select ensemble", nested=True, parent_run_id=training_set.parent_run_id) as run:
+        mlflow.log_params({f"members.{k}": v for k, v in members.items()} | {"selection.folds": len(scores)})
+        fold_metrics = {f"fold{k}.average_precision": v for k, v in enumerate(scores)}
+        mlflow.log_metrics(fold_metrics | {"mean_average_precision": mean})
+        mlflow.set_tag("fraudflow.selection.verdict", ("kept: " if kept else "dropped: ") + reason)
+    selection = Selection(
+        candidate="ensemble",
+        folds=usable[0].folds,
+        trials=[
+            Trial(
+                params={"members": members},
+                fold_average_precision=scores,
+                mean_average_precision=mean,
+                run_id=run.info.run_id,
+            )
+        ],
+        best_params={"members": members},
         seconds=round(time.perf_counter() - started, 3),
     )
-    with mlflow.start_run(run_id=training_set.parent_run_id):
-        mlflow.log_dict(selection.model_dump(mode="json"), f"selection/{candidate}.json")
-        mlflow.set_tag(f"fraudflow.selection.{candidate}", str(best.params or "defaults")[:4000])
-    return selection
+    _log_selection(training_set, selection)
+    return EnsembleVerdict(selection=selection, kept=kept, reason=reason)

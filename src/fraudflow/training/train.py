@@ -20,6 +20,7 @@ from fraudflow.models.calibration import Calibration, brier_score, expected_cali
 from fraudflow.settings import Settings
 from fraudflow.tracking import configure_mlflow
 from fraudflow.training.metrics import Metrics, evaluate_scores, plot_curves
+from fraudflow.training.prequential import Selection
 from fraudflow.training.training_set import TrainingSet
 from fraudflow.training.validation_split import ValidationFit, fit_on_validation
 
@@ -37,6 +38,7 @@ class CandidateRun(BaseModel):
     validation: ValidationFit | None = None
     test_brier: float | None = None  # of the served (calibrated) probabilities on the test window
     test_ece: float | None = None
+    selection: Selection | None = None  # how ``params`` were chosen (prequential folds), if they were
 
 
 def train_candidate(
@@ -46,8 +48,12 @@ def train_candidate(
     training_set: TrainingSet,
     params: dict[str, Any] | None = None,
     shuffle_labels: bool = False,
+    selection: Selection | None = None,
 ) -> CandidateRun:
-    """Fit one candidate family, score the test window, log it all as a nested MLflow run."""
+    """Fit one candidate family, score the test window, log it all as a nested MLflow run.
+
+    ``selection``, when the parameters came from prequential selection, travels with the run
+    (into the gate's decision and the model card); ``params`` are then its ``best_params``."""
     import mlflow
 
     from fraudflow.models.candidates import CANDIDATES, Calibrated
@@ -78,6 +84,7 @@ def train_candidate(
         mlflow.log_metrics(
             {**metrics.model_dump(), "threshold": threshold, "test.brier": test_brier, "test.ece": test_ece}
             | calibration_metrics
+            | ({"selection.mean_average_precision": selection.best.mean_average_precision} if selection else {})
         )
         mlflow.log_dict(validation.model_dump(mode="json"), "validation.json")
         roc, pr = plot_curves(test[LABEL].to_numpy(), scores, title=candidate)
@@ -99,6 +106,7 @@ def train_candidate(
         validation=validation,
         test_brier=test_brier,
         test_ece=test_ece,
+        selection=selection,
     )
 
 
