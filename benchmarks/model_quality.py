@@ -10,7 +10,8 @@ compromised cards removed from the test set. Targets: XGBoost >= 0.862 / 0.639 /
 
 With ``--selection N`` each family is also trained with the parameters prequential selection
 chose (``fraudflow.training.prequential``, N trials on folds before the test window), and the
-table shows it beside the defaults, with the search time.
+table shows it beside the defaults, with the search time; then the ensemble of the selected
+families is judged on the same folds (the verdict is printed) and trained for the table.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def publish_history(settings, stages: Stages, seed: int, gx: bool) -> None:
 
 def train(settings, stages: Stages, selection: int, folds: int):
     """The baseline split's training set through Feast, and each candidate trained on it (with
-    its defaults, and with ``selection`` > 1 also with the parameters prequential selection chose)."""
-    from fraudflow.training.prequential import select_parameters
+    its defaults, and with ``selection`` > 0 also with the parameters prequential selection chose,
+    then the ensemble when the same folds say it beats each family), as ``train_model`` does."""
+    from fraudflow.training.prequential import judge_ensemble, select_parameters
     from fraudflow.training.train import train_candidate
     from fraudflow.training.training_set import build_training_set, training_window
 
@@ -71,22 +73,36 @@ def train(settings, stages: Stages, selection: int, folds: int):
         )
         for name in CANDIDATES
     }
-    if selection > 1:
+    verdict = None
+    if selection > 0:
+        chosen = {}
         for name in CANDIDATES:
-            chosen = stages(
+            chosen[name] = stages(
                 f"select {name} ({selection} trials x {folds} folds)",
                 lambda n=name: select_parameters(
                     settings, candidate=n, training_set=ts, n_folds=folds, budget=selection
                 ),
             )
-            runs[f"{name} (selected: {chosen.best_params or 'defaults'})"] = stages(
+            runs[f"{name} (selected: {chosen[name].best_params or 'defaults'})"] = stages(
                 f"train {name} selected",
-                lambda n=name, p=chosen.best_params: train_candidate(settings, candidate=n, training_set=ts, params=p),
+                lambda n=name: train_candidate(
+                    settings, candidate=n, training_set=ts, params=chosen[n].best_params, selection=chosen[n]
+                ),
             )
-    return window, ts, runs
+        verdict = stages(
+            "judge ensemble", lambda: judge_ensemble(settings, training_set=ts, selections=list(chosen.values()))
+        )
+        label = "kept" if verdict.kept else "dropped by selection, trained for the table"
+        runs[f"ensemble of the selected ({label})"] = stages(
+            "train ensemble",
+            lambda: train_candidate(
+                settings, candidate="ensemble", training_set=ts, params=verdict.selection.best_params
+            ),
+        )
+    return window, ts, runs, verdict
 
 
-def print_results(window, ts, runs: dict, stages: Stages, seed: int) -> None:
+def print_results(window, ts, runs: dict, verdict, stages: Stages, seed: int) -> None:
     from fraudflow.training.model_card import HANDBOOK_BASELINES
 
     print(
@@ -106,6 +122,8 @@ def print_results(window, ts, runs: dict, stages: Stages, seed: int) -> None:
         rows,
         packages=("xgboost-cpu", "torch", "scikit-learn", "feast", "mlflow"),
     )
+    if verdict is not None:
+        print(f"\nensemble verdict (prequential folds, never the test week): {verdict.reason}")
     print_table("Stage times", ("stage", "seconds"), [(name, f"{s:.1f}") for name, s in stages.seconds.items()])
 
 
@@ -114,7 +132,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--gx", action="store_true", help="also run the GX landing gate on every day")
     parser.add_argument("--home", default=None, help="fraudflow home (default: a new temp dir)")
-    parser.add_argument("--selection", type=int, default=0, help="prequential selection trials per family")
+    parser.add_argument("--selection", type=int, default=0, help="prequential selection trials per family (0: none)")
     parser.add_argument("--folds", type=int, default=2, help="prequential folds (with --selection)")
     args = parser.parse_args()
     home = use_home(args.home, prefix="fraudflow-bench-quality-")
@@ -124,8 +142,8 @@ def main() -> None:
     settings = get_settings()
     stages = Stages()
     publish_history(settings, stages, args.seed, args.gx)
-    window, ts, runs = train(settings, stages, args.selection, args.folds)
-    print_results(window, ts, runs, stages, args.seed)
+    window, ts, runs, verdict = train(settings, stages, args.selection, args.folds)
+    print_results(window, ts, runs, verdict, stages, args.seed)
     print(f"\nhome: {home}")
 
 

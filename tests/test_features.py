@@ -146,6 +146,20 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
         expected = direct[table].set_index("TRANSACTION_ID").loc[joined.index, cols]
         np.testing.assert_allclose(joined[cols].to_numpy(float), expected.to_numpy(float), rtol=0, atol=1e-12)
 
+    # In chunks of whole days (bounded memory), the join is the same, row for row and value for value.
+    days = history[
+        (history["TX_DATETIME"].dt.date >= dt.date(2018, 5, 10))
+        & (history["TX_DATETIME"].dt.date <= dt.date(2018, 5, 16))
+    ]
+    whole = fs.historical_features(settings, days, chunk_rows=len(days))
+    per_day = fs.historical_features(settings, days, chunk_rows=1)  # a day larger than the budget is its own chunk
+    assert len(fs._day_chunks(fs.entity_frame(days), 1)) == 7 and len(whole) == len(days)
+    pd.testing.assert_frame_equal(per_day, whole)
+    np.testing.assert_allclose(
+        whole.set_index("TRANSACTION_ID").loc[joined.index, MODEL_INPUTS].to_numpy(float),
+        joined[MODEL_INPUTS].to_numpy(float),
+    )
+
     # Parity: after materializing up to T, the online store answers what the offline store
     # answers as of T, for sampled customers and terminals.
     end = dt.datetime(2018, 5, 21, tzinfo=dt.UTC)

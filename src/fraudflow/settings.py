@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # rebuilds it); a backfill of many days pays for it once per interval, not once per day.
     data_docs_index_seconds: float = Field(600.0, ge=0)
 
+    # Feast point-in-time joins run in chunks of whole days of at most this many entity rows
+    # (fraudflow.features.store.historical_features): the offline store's peak memory follows it.
+    offline_join_chunk_rows: int = Field(100_000, ge=1)
     # Training
     train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed; "" turns it off
     training_deadline_seconds: int = Field(3 * 3600, ge=1)  # alert: a train_model run not done this long after queued

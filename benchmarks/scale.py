@@ -1,0 +1,125 @@
+"""Time and peak memory per data stage as the card base grows (issue: past one machine).
+
+Each stage runs in its own Python process on one fraudflow home, so its peak resident memory
+(``wait4``'s ``ru_maxrss``) is that stage's alone: simulate + land, publish to the lake (no GX:
+ingestion has its own benchmark), ``build_features`` (backfill), the Feast point-in-time
+training set (the handbook split ending on the last day), and an XGBoost fit on it.
+
+    .venv/bin/python benchmarks/scale.py [--scales 1 5] [--days 60] [--chunk-rows 100000]
+
+Scale 1 is the handbook's card base (5,000 cards, 10,000 terminals); scale k multiplies both.
+Only the local engine (pandas + Feast's DuckDB offline store) exists so far; the Spark column
+the issue asks for is not built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _bench.env import REPO
+from _bench.output import print_table
+
+STAGES = {
+    "simulate + land": """
+from fraudflow.demo.simulate import SimulationConfig, simulate_transactions, write_landing_files
+frame = simulate_transactions(SimulationConfig(days={days}, customers={cards}, terminals={terminals}, seed=0))
+write_landing_files(frame, settings.landing_dir)
+print(len(frame))
+""",
+    "publish to the lake": """
+import datetime as dt
+from fraudflow.demo.simulate import SimulationConfig
+from fraudflow.ingestion import publish
+from fraudflow.ingestion.landing import find_landing_file
+n = 0
+for i in range({days}):
+    day = SimulationConfig().start + dt.timedelta(days=i)
+    staged = publish.load_landing_file(settings, day=day, source=find_landing_file(settings, day), run_id="scale")
+    publish.publish_partition(settings, staged=staged, run_id="scale", validation_id=None)
+    n += staged.rows
+print(n)
+""",
+    "build_features (backfill)": """
+from fraudflow.features.compute import build_features
+from fraudflow.features.store import apply_feature_repo
+build_features(settings)
+apply_feature_repo(settings)
+print("-")
+""",
+    "training set (Feast point in time)": """
+from fraudflow.lake import list_partitions
+from fraudflow.training.training_set import build_training_set
+last = max(list_partitions(settings))
+ts = build_training_set(settings, run_date=last, run_id="scale", reason="benchmark")
+print(ts.train_rows + ts.test_rows)
+""",
+    "train xgboost": """
+import pandas as pd
+from fraudflow.features.compute import LABEL, MODEL_INPUTS
+from fraudflow.models.candidates import CANDIDATES
+folder = sorted((settings.root / "training").iterdir())[-1]
+train = pd.read_parquet(folder / "train.parquet")
+CANDIDATES["xgboost"].fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), {{}})
+print(len(train))
+""",
+}
+
+
+def run_stage(code: str, env: dict[str, str]) -> tuple[float, float, str]:
+    """Run ``code`` in a fresh interpreter; its wall time (s), peak RSS (GB) and last output line."""
+    script = "from fraudflow.settings import get_settings\nsettings = get_settings()\n" + code
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"stage failed ({proc.returncode}):\n{err[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024 / 1024, (out.strip().splitlines() or ["-"])[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--chunk-rows", type=int, default=None, help="FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS")
+    parser.add_argument("--root", default=None, help="folder for the homes (default: a temp dir)")
+    args = parser.parse_args()
+    root = Path(args.root or tempfile.mkdtemp(prefix="fraudflow-bench-scale-"))
+    rows = []
+    for scale in args.scales:
+        cards, terminals = 5_000 * scale, 10_000 * scale
+        env = os.environ | {
+            "FRAUDFLOW_HOME": str(root / f"x{scale}"),
+            "GX_ANALYTICS_ENABLED": "False",
+            "MLFLOW_ENABLE_TELEMETRY": "false",
+            "PYTHONPATH": str(REPO),
+        }
+        if args.chunk_rows:
+            env["FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS"] = str(args.chunk_rows)
+        for name, code in STAGES.items():
+            print(f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {name}", flush=True)
+            seconds, peak, out = run_stage(code.format(days=args.days, cards=cards, terminals=terminals), env)
+            rows.append((f"x{scale}", name, out, f"{seconds:.1f}", f"{peak:.2f}"))
+            print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
+    print_table(
+        f"Scale: local engine, {args.days} days, join chunk "
+        f"{args.chunk_rows or 'default'} rows ({os.cpu_count()} cores)",
+        ("world", "stage", "rows", "seconds", "peak GB"),
+        rows,
+        packages=("feast", "duckdb", "pandas", "xgboost-cpu"),
+    )
+    print(f"\nhomes: {root}")
+
+
+if __name__ == "__main__":
+    main()
