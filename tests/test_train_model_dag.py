@@ -104,6 +104,9 @@ def test_train_model_registers_a_challenger_then_the_gate_stops_a_crippled_one(t
     text = card.read_text()
     assert "handbook: XGBoost, defaults" in text and "Known limits" in text and "fraud_detection_v1" in text
     assert "Registered model refit" in text
+    # The selected parameters and their fold scores are in the card (xgboost searched, mlp given).
+    assert "## Model selection" in text and "| mean fold AP |" in text
+    assert any(line.startswith("| xgboost") and "| 2 |" in line for line in text.splitlines())
     # The card is the version's description (MLflow renders it) and its HTML is rendered Markdown.
     assert client.get_model_version(registry.MODEL_NAME, challenger.version).description == text
     html = card.with_suffix(".html").read_text()
