@@ -52,6 +52,21 @@ def raw_model(model: Any) -> Any:
     return model.model if isinstance(model, Calibrated) else model
 
 
+def single_threaded_boosters(model: Any) -> list[Any]:
+    """Pin every XGBoost model inside ``model`` (itself, or an ensemble's members) to one thread
+    for serving, and return their boosters. A loaded XGBClassifier predicts on all OpenMP
+    threads, which on a busy 2-core machine costs a request far more than it saves."""
+    members = model.members.values() if hasattr(model, "members") else [model]
+    boosters = []
+    for member in members:
+        if hasattr(member, "get_booster"):
+            member.set_params(n_jobs=1)
+            booster = member.get_booster()
+            booster.set_param({"nthread": 1})
+            boosters.append(booster)
+    return boosters
+
+
 def input_frame(X: pd.DataFrame) -> pd.DataFrame:
     """``X`` as a float32 copy, after checking its columns are exactly ``MODEL_INPUTS`` in order.
 

@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from fraudflow.features.compute import MODEL_INPUTS
 from fraudflow.models.candidates import CANDIDATES, input_frame, load_candidate_model
 
-FAMILIES = sorted(CANDIDATES)
+FAMILIES = sorted(CANDIDATES)  # the two families and their ensemble: every test holds for each
 TRAIN_ROWS = 3_500
 
 
@@ -71,9 +71,13 @@ def mlflow_experiment(tmp_path_factory):
             mlflow.set_tracking_uri(None)  # back to the (restored) environment or the default
 
 
-def test_registry_names_both_families():
-    assert FAMILIES == ["mlp", "xgboost"]
-    assert {name: spec.flavor for name, spec in CANDIDATES.items()} == {"mlp": "fraudflow_mlp", "xgboost": "xgboost"}
+def test_registry_names_both_families_and_their_ensemble():
+    assert FAMILIES == ["ensemble", "mlp", "xgboost"]
+    assert {name: spec.flavor for name, spec in CANDIDATES.items()} == {
+        "mlp": "fraudflow_mlp",
+        "xgboost": "xgboost",
+        "ensemble": "fraudflow_ensemble",
+    }
 
 
 @pytest.mark.parametrize("name", FAMILIES)

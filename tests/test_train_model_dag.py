@@ -166,7 +166,7 @@ def test_the_ensemble_is_judged_on_the_selection_folds_and_loads_as_one_model(tr
     from sklearn.metrics import average_precision_score
 
     from fraudflow.features.compute import LABEL, MODEL_INPUTS
-    from fraudflow.models.candidates import CANDIDATES, Calibrated, load_candidate_model
+    from fraudflow.models.candidates import CANDIDATES, Calibrated, load_candidate_model, single_threaded_boosters
     from fraudflow.training.prequential import Selection, judge_ensemble
     from fraudflow.training.train import train_candidate
     from fraudflow.training.training_set import build_training_set
@@ -221,6 +221,9 @@ def test_the_ensemble_is_judged_on_the_selection_folds_and_loads_as_one_model(tr
     test = pd.read_parquet(ts.test_path)
     members = model.model.members
     assert set(members) == {"xgboost", "mlp"}
+    # Served single-threaded like a lone XGBoost (the service pins every booster it loads).
+    (booster,) = single_threaded_boosters(model.model)
+    assert members["xgboost"].get_params()["n_jobs"] == 1 and booster is members["xgboost"].get_booster()
     mean = np.mean([CANDIDATES[n].predict_proba(m, test[MODEL_INPUTS]) for n, m in members.items()], axis=0)
     served = spec.predict_proba(model, test[MODEL_INPUTS])
     np.testing.assert_allclose(served, model.calibration.apply(mean), rtol=1e-6)
