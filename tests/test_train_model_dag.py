@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -155,6 +156,29 @@ def test_prequential_selection_judges_folds_before_the_test_window(trained_home)
         assert run.data.metrics["fold0.average_precision"] == pytest.approx(trial.fold_average_precision[0])
     artifacts = {a.path for a in client.list_artifacts(training_set.parent_run_id, "selection")}
     assert "selection/xgboost.json" in artifacts
+
+    # The trials were fitted in two spawned workers (the default); in this process, one after
+    # the other, every trial scores exactly the same.
+    from sklearn.metrics import average_precision_score
+
+    from fraudflow.training.prequential import parameter_grid
+    from fraudflow.training.trials import run_trials
+
+    assert settings.selection_workers == 2
+    folder = Path(training_set.folder)
+    fold_paths = [
+        (
+            str(folder / f"fold_{f.train_start}_{f.test_end}_train.parquet"),
+            str(folder / f"fold_{f.train_start}_{f.test_end}_valid.parquet"),
+        )
+        for f in selection.folds
+    ]
+    in_process = run_trials("xgboost", parameter_grid("xgboost", 3), fold_paths, workers=1)
+    for trial, scores in zip(selection.trials, in_process, strict=True):
+        labels = [pd.read_parquet(valid)["TX_FRAUD"] for _, valid in fold_paths]
+        assert [average_precision_score(y, s) for y, s in zip(labels, scores, strict=True)] == pytest.approx(
+            trial.fold_average_precision, abs=1e-12
+        )
 
 
 def test_the_ensemble_is_judged_on_the_selection_folds_and_loads_as_one_model(trained_home, monkeypatch):

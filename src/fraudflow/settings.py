@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     # defaults (what the ensemble verdict needs), 0 skips selection. The search's cost bound.
     selection_trials: int = Field(3, ge=0)
     selection_folds: int = Field(2, ge=1)
+    selection_workers: int = Field(2, ge=1)  # trials fitted side by side (spawned processes)
     selection_ensemble: bool = True  # train the families' average when the folds say it pays
     gate_min_average_precision: float = Field(0.50, ge=0, le=1)
     gate_min_auc_roc: float = Field(0.80, ge=0, le=1)

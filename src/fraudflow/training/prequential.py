@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow.features.compute import LABEL, MODEL_INPUTS
+from fraudflow.features.compute import LABEL
 from fraudflow.settings import Settings
 from fraudflow.training.metrics import CARD, DAY
 from fraudflow.training.training_set import TrainingSet, TrainingWindow, training_window
@@ -122,9 +122,10 @@ def parameter_grid(candidate: str, budget: int) -> list[dict[str, Any]]:
 
 def _fold_frames(
     settings: Settings, folds: Iterable[TrainingWindow], cache: Path
-) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """Each usable fold's train and validation rows (Feast point-in-time joins), kept under
-    ``cache`` (the training set's folder) so the second family reads what the first joined."""
+) -> list[tuple[pd.DataFrame, pd.DataFrame, tuple[str, str]]]:
+    """Each usable fold's train and validation rows (Feast point-in-time joins) and their files,
+    kept under ``cache`` (the training set's folder) so the second family, and the trial
+    workers, read what the first joined."""
     from fraudflow.training.training_set import TrainingSetRejected, _point_in_time_split
 
     frames = []
@@ -143,7 +144,7 @@ def _fold_frames(
                 partial.replace(path)
         if train[LABEL].nunique() < 2 or valid[LABEL].sum() == 0:
             continue  # a fold without both classes judges nothing
-        frames.append((train, valid))
+        frames.append((train, valid, (str(paths[0]), str(paths[1]))))
     return frames
 
 
@@ -156,6 +157,7 @@ def select_parameters(
     from fraudflow.models.candidates import CANDIDATES
     from fraudflow.tracking import configure_mlflow
     from fraudflow.training.metrics import evaluate_scores
+    from fraudflow.training.trials import run_trials
 
     spec = CANDIDATES[candidate]
     started = time.perf_counter()
@@ -163,18 +165,19 @@ def select_parameters(
     frames = _fold_frames(settings, folds, Path(training_set.folder))
     if not frames:
         raise ValueError(f"no usable prequential fold before {training_set.window.train_start}: too little history")
+    grid = parameter_grid(candidate, budget)
+    fold_paths = [paths for _, _, paths in frames]
+    predictions_per_trial = run_trials(candidate, grid, fold_paths, workers=settings.selection_workers)
     configure_mlflow(settings)
     trials, fold_scores = [], []
-    for params in parameter_grid(candidate, budget):
-        scores, predictions = [], []
+    for params, predictions in zip(grid, predictions_per_trial, strict=True):
+        scores = []
         name = f"select {candidate} " + (", ".join(f"{k}={v}" for k, v in params.items()) or "defaults")
         with mlflow.start_run(run_name=name, nested=True, parent_run_id=training_set.parent_run_id) as run:
             effective = spec.validate_params(params).model_dump()
             mlflow.log_params({f"model.{k}": v for k, v in effective.items()} | {"selection.folds": len(frames)})
-            for k, (train, valid) in enumerate(frames):
-                model = spec.fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), params)
-                predictions.append(spec.predict_proba(model, valid[MODEL_INPUTS]))
-                metrics = evaluate_scores(valid, predictions[-1])
+            for k, ((_, valid, _), predicted) in enumerate(zip(frames, predictions, strict=True)):
+                metrics = evaluate_scores(valid, predicted)
                 scores.append(float(metrics.average_precision))
                 mlflow.log_metrics(
                     {
@@ -191,7 +194,7 @@ def select_parameters(
     best = int(np.argmax([t.mean_average_precision for t in trials]))
     path = Path(training_set.folder) / f"selection_{candidate}_folds.parquet"
     winners = zip(frames, fold_scores[best], strict=True)
-    pd.concat([valid[FOLD_COLUMNS].assign(fold=k, score=s) for k, ((_, valid), s) in enumerate(winners)]).to_parquet(
+    pd.concat([valid[FOLD_COLUMNS].assign(fold=k, score=s) for k, ((_, valid, _), s) in enumerate(winners)]).to_parquet(
         path, index=False
     )
     selection = Selection(

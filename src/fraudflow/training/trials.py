@@ -1,0 +1,47 @@
+"""Selection trials fitted side by side: each trial (one parameter set over every fold) in its
+own worker process, so a search uses both cores even when ``dag.test()`` runs the families one
+after the other (``make demo``, ``fraudflow run``).
+
+Every fit is single-threaded and seeded (XGBoost ``n_jobs=1``, the MLP's ``threads=1``), so a
+trial scores the same in a worker as in the calling process (tested). Workers are spawned, not
+forked: the caller may hold torch and OpenMP state that a fork would copy half-initialised, and
+they read the folds from the parquet files the search already wrote, so nothing large is pickled.
+This module imports only what a fit needs, which keeps a worker's start-up short.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudflow.features.compute import LABEL, MODEL_INPUTS
+
+
+def fold_scores(candidate: str, params: dict[str, Any], fold_paths: list[tuple[str, str]]) -> list[np.ndarray]:
+    """Fit ``candidate`` with ``params`` on each fold's training rows; its validation scores."""
+    from fraudflow.models.candidates import CANDIDATES
+
+    spec = CANDIDATES[candidate]
+    scores = []
+    for train_path, valid_path in fold_paths:
+        train, valid = pd.read_parquet(train_path), pd.read_parquet(valid_path)
+        model = spec.fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), params)
+        scores.append(spec.predict_proba(model, valid[MODEL_INPUTS]))
+    return scores
+
+
+def run_trials(
+    candidate: str, grid: list[dict[str, Any]], fold_paths: list[tuple[str, str]], *, workers: int
+) -> list[list[np.ndarray]]:
+    """Every trial's validation scores per fold, in ``grid`` order; ``workers`` > 1 fits trials
+    in that many spawned processes."""
+    if workers <= 1 or len(grid) <= 1:
+        return [fold_scores(candidate, params, fold_paths) for params in grid]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(grid)), mp_context=context) as pool:
+        futures = [pool.submit(fold_scores, candidate, params, fold_paths) for params in grid]
+        return [future.result() for future in futures]
