@@ -85,3 +85,11 @@ def register_champion(settings, run, candidate: str) -> None:
         tags={tags.CANDIDATE: candidate, tags.THRESHOLD: f"{run.threshold:.6f}"},
     )
     registry.promote_challenger(settings)
+
+
+def run_trials_in_daemon(candidate: str, grid: list, fold_paths: list, queue) -> None:
+    """``run_trials`` asked for two workers from inside a daemonic process (what a Celery
+    prefork worker is); its result on ``queue``."""
+    from fraudflow.training.trials import run_trials
+
+    queue.put(run_trials(candidate, grid, fold_paths, workers=2))

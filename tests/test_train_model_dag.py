@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -174,6 +175,24 @@ def test_prequential_selection_judges_folds_before_the_test_window(trained_home)
         for f in selection.folds
     ]
     in_process = run_trials("xgboost", parameter_grid("xgboost", 3), fold_paths, workers=1)
+    # Inside a daemonic process (a Celery prefork worker), which may not start children, the
+    # trials run in process with the same scores (this failed on Celery before the fallback).
+    import multiprocessing
+
+    from tests.helpers import run_trials_in_daemon
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    daemon = context.Process(
+        target=run_trials_in_daemon, args=("xgboost", parameter_grid("xgboost", 3), fold_paths, queue), daemon=True
+    )
+    daemon.start()
+    from_daemon = queue.get(timeout=300)
+    daemon.join(timeout=60)
+    assert daemon.exitcode == 0
+    for a, b in zip(from_daemon, in_process, strict=True):
+        for fa, fb in zip(a, b, strict=True):
+            np.testing.assert_array_equal(fa, fb)
     for trial, scores in zip(selection.trials, in_process, strict=True):
         labels = [pd.read_parquet(valid)["TX_FRAUD"] for _, valid in fold_paths]
         assert [average_precision_score(y, s) for y, s in zip(labels, scores, strict=True)] == pytest.approx(

@@ -6,11 +6,13 @@ Every fit is single-threaded and seeded (XGBoost ``n_jobs=1``, the MLP's ``threa
 trial scores the same in a worker as in the calling process (tested). Workers are spawned, not
 forked: the caller may hold torch and OpenMP state that a fork would copy half-initialised, and
 they read the folds from the parquet files the search already wrote, so nothing large is pickled.
-This module imports only what a fit needs, which keeps a worker's start-up short.
+This module imports only what a fit needs, which keeps a worker's start-up short. Inside a
+daemonic process (a Celery prefork worker) no child may be started, so the trials run in process.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -19,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
+
+log = logging.getLogger(__name__)
 
 
 def fold_scores(candidate: str, params: dict[str, Any], fold_paths: list[tuple[str, str]]) -> list[np.ndarray]:
@@ -39,6 +43,11 @@ def run_trials(
 ) -> list[list[np.ndarray]]:
     """Every trial's validation scores per fold, in ``grid`` order; ``workers`` > 1 fits trials
     in that many spawned processes."""
+    if multiprocessing.current_process().daemon and workers > 1:
+        # A Celery prefork worker (the production executor) runs tasks in daemonic processes,
+        # which may not start children; there the trials run one after the other.
+        log.info("selection trials in process: this task runs in a daemonic process (Celery prefork)")
+        workers = 1
     if workers <= 1 or len(grid) <= 1:
         return [fold_scores(candidate, params, fold_paths) for params in grid]
     context = multiprocessing.get_context("spawn")
