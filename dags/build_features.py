@@ -35,7 +35,7 @@ SETTINGS = get_settings()
     doc_md=__doc__,
 )
 def build_features():
-    @task
+    @task(multiple_outputs=False)
     def compute_feature_partitions(run_id: str | None = None) -> dict:
         from fraudflow.features.compute import build_features as build
         from fraudflow.settings import get_settings
@@ -50,7 +50,7 @@ def build_features():
 
         return apply(get_settings())
 
-    @task(outlets=[ONLINE_FEATURES])
+    @task(outlets=[ONLINE_FEATURES], multiple_outputs=False)
     def materialize_online_store(built: dict, applied: list[str], run_id: str | None = None) -> dict:
         from fraudflow.features.store import materialize_online
         from fraudflow.lake import list_partitions

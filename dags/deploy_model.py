@@ -64,6 +64,7 @@ SETTINGS = get_settings()
 )
 def deploy_model():
     @setup
+    @task(multiple_outputs=False)
     def open_rollout() -> dict:
         from fraudflow.deployment.reconcile import reconcile_serving
         from fraudflow.deployment.service_process import ensure_service
@@ -93,7 +94,7 @@ def deploy_model():
 
         return build_model_bento(get_settings(), rollout["version"]) if params["build_bento"] else None
 
-    @task
+    @task(multiple_outputs=False)
     def shadow(rollout: dict, bento: str | None, params: dict | None = None) -> dict:
         from fraudflow.deployment.controller import run_stage
         from fraudflow.settings import get_settings
@@ -108,7 +109,7 @@ def deploy_model():
             drill=params["drill"],
         )
 
-    @task
+    @task(multiple_outputs=False)
     def canary(rollout: dict, shadow_decision: dict, params: dict | None = None) -> dict:
         from fraudflow.deployment.controller import run_stage
         from fraudflow.settings import get_settings
@@ -146,7 +147,7 @@ def deploy_model():
         passed = shadow_decision["check"]["passed"] and canary_decision["check"]["passed"]
         return "promote" if passed and outcome.approved else "rollback"
 
-    @task
+    @task(multiple_outputs=False)
     def promote(rollout: dict, canary_decision: dict, approval: dict | None) -> dict:
         from fraudflow.deployment.approval import approval_outcome, record_approval
         from fraudflow.deployment.controller import promote as promote_version
@@ -164,7 +165,7 @@ def deploy_model():
                 expected_revision=canary_decision["revision"],
             )
 
-    @task
+    @task(multiple_outputs=False)
     def rollback(rollout: dict, shadow_decision: dict, canary_decision: dict, approval: dict | None) -> dict:
         from fraudflow.deployment.approval import approval_outcome, record_approval
         from fraudflow.deployment.controller import reject_challenger
@@ -187,6 +188,7 @@ def deploy_model():
             )
 
     @teardown
+    @task(multiple_outputs=False)
     def close_rollout(rollout: dict, run_id: str | None = None) -> dict:
         import logging
 

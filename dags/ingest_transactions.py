@@ -85,7 +85,7 @@ def ingest_transactions():
         mode="reschedule",
     )
 
-    @task
+    @task(multiple_outputs=False)
     def load_landing_file(source: str, day: str, run_id: str | None = None) -> dict:
         from pathlib import Path
 
@@ -100,7 +100,7 @@ def ingest_transactions():
             )
         return staged.model_dump(mode="json")
 
-    @task
+    @task(multiple_outputs=False)
     def validate_batch(staged: dict, run_id: str | None = None) -> dict:
         from fraudflow.ingestion import validation
         from fraudflow.ingestion.landing import StagedBatch
@@ -111,7 +111,7 @@ def ingest_transactions():
             result = validation.validate_batch(get_settings(), staged=StagedBatch.model_validate(staged), run_id=run_id)
         return result.model_dump(mode="json")
 
-    @task(outlets=[LAKE_TRANSACTIONS])
+    @task(outlets=[LAKE_TRANSACTIONS], multiple_outputs=False)
     def publish_partition(staged: dict, validation: dict, run_id: str | None = None, outlet_events=None) -> dict:
         from fraudflow.ingestion import publish
         from fraudflow.ingestion.landing import StagedBatch

@@ -46,7 +46,7 @@ SETTINGS = get_settings()
     doc_md=__doc__,
 )
 def monitor_drift():
-    @task
+    @task(multiple_outputs=False)
     def check_champion(params: dict | None = None, run_id: str | None = None) -> dict:
         import datetime as dt
         import logging
@@ -117,7 +117,7 @@ def monitor_drift():
             return False
         return True
 
-    @task
+    @task(multiple_outputs=False)
     def retraining_conf(result: dict) -> dict:
         return {
             "reason": result["reason"],

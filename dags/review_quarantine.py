@@ -39,7 +39,7 @@ RELEASE, KEEP = "Release", "Keep"
     doc_md=__doc__,
 )
 def review_quarantine():
-    @task
+    @task(multiple_outputs=False)
     def describe(params: dict | None = None) -> dict:
         from fraudflow.ingestion.quarantine import ReleaseError, review_request
         from fraudflow.orchestration.failures import fail_without_retry

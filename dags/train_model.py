@@ -62,7 +62,7 @@ SETTINGS = get_settings()
     doc_md=__doc__,
 )
 def train_model():
-    @task
+    @task(multiple_outputs=False)
     def build_training_set(
         params: dict | None = None, logical_date=None, run_id: str | None = None, dag_run=None
     ) -> dict:
@@ -96,7 +96,7 @@ def train_model():
             )
         return ts.model_dump(mode="json")
 
-    @task
+    @task(multiple_outputs=False)
     def validate_training_set(training_set: dict, run_id: str | None = None) -> dict:
         from fraudflow.orchestration.failures import fail_without_retry
         from fraudflow.settings import get_settings
@@ -107,7 +107,7 @@ def train_model():
             validate(get_settings(), TrainingSet.model_validate(training_set), run_id=run_id)
         return training_set
 
-    @task
+    @task(multiple_outputs=False)
     def train_candidate(candidate: str, training_set: dict, params: dict | None = None) -> dict:
         from fraudflow.settings import get_settings
         from fraudflow.training.prequential import select_parameters
@@ -176,7 +176,7 @@ def train_model():
         )
         return run.model_dump(mode="json")
 
-    @task
+    @task(multiple_outputs=False)
     def evaluate_gate(
         training_set: dict, candidates: list[dict], ensemble: dict | None, run_id: str | None = None
     ) -> dict:
@@ -223,7 +223,7 @@ def train_model():
         )
         return refit.model_dump(mode="json")
 
-    @task(outlets=[MODEL_CHALLENGER])
+    @task(outlets=[MODEL_CHALLENGER], multiple_outputs=False)
     def register_challenger(
         decision: dict, training_set: dict, refit: dict | None, params: dict | None = None, run_id=None
     ) -> dict:

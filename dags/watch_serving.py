@@ -36,7 +36,7 @@ SETTINGS = get_settings()
     doc_md=__doc__,
 )
 def watch_serving():
-    @task
+    @task(multiple_outputs=False)
     def check_service() -> dict:
         from fraudflow.monitoring.alerts import check_service as probe
         from fraudflow.monitoring.alerts import send_alert
@@ -54,7 +54,7 @@ def watch_serving():
             restarted = ensure_service(settings) or None
         return {"health": health.model_dump(), "alerts": sent, "started_service": restarted}
 
-    @task
+    @task(multiple_outputs=False)
     def reconcile_rollout(ti=None) -> dict:
         from fraudflow.deployment.reconcile import reconcile_serving
         from fraudflow.monitoring.alerts import Alert, Tier, send_alert
