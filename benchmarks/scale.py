@@ -6,6 +6,7 @@ ingestion has its own benchmark), ``build_features`` (backfill), the Feast point
 training set (the handbook split ending on the last day), and an XGBoost fit on it.
 
     .venv/bin/python benchmarks/scale.py [--scales 1 5] [--days 60] [--chunk-rows 100000]
+        [--block-days 30] [--root DIR --stages "build_features (backfill)" ...]
 
 Scale 1 is the handbook's card base (5,000 cards, 10,000 terminals); scale k multiplies both.
 Only the local engine (pandas + Feast's DuckDB offline store) exists so far; the Spark column
@@ -48,9 +49,10 @@ print(n)
     "build_features (backfill)": """
 from fraudflow.features.compute import build_features
 from fraudflow.features.store import apply_feature_repo
-build_features(settings)
+from fraudflow.lake import list_partitions
+built = build_features(settings, days=list_partitions(settings))  # every day, as a first backfill
 apply_feature_repo(settings)
-print("-")
+print(built.rows["customer"])
 """,
     "training set (Feast point in time)": """
 from fraudflow.lake import list_partitions
@@ -92,6 +94,10 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--chunk-rows", type=int, default=None, help="FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS")
+    parser.add_argument("--block-days", type=int, default=None, help="FRAUDFLOW_FEATURE_BLOCK_DAYS")
+    parser.add_argument(
+        "--stages", nargs="+", choices=list(STAGES), default=list(STAGES), help="a subset, on homes kept with --root"
+    )
     parser.add_argument("--root", default=None, help="folder for the homes (default: a temp dir)")
     args = parser.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="fraudflow-bench-scale-"))
@@ -106,14 +112,18 @@ def main() -> None:
         }
         if args.chunk_rows:
             env["FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS"] = str(args.chunk_rows)
+        if args.block_days:
+            env["FRAUDFLOW_FEATURE_BLOCK_DAYS"] = str(args.block_days)
         for name, code in STAGES.items():
+            if name not in args.stages:
+                continue
             print(f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {name}", flush=True)
             seconds, peak, out = run_stage(code.format(days=args.days, cards=cards, terminals=terminals), env)
             rows.append((f"x{scale}", name, out, f"{seconds:.1f}", f"{peak:.2f}"))
             print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
     print_table(
-        f"Scale: local engine, {args.days} days, join chunk "
-        f"{args.chunk_rows or 'default'} rows ({os.cpu_count()} cores)",
+        f"Scale: local engine, {args.days} days, join chunk {args.chunk_rows or 'default'} rows, "
+        f"feature blocks of {args.block_days or 'default'} days ({os.cpu_count()} cores)",
         ("world", "stage", "rows", "seconds", "peak GB"),
         rows,
         packages=("feast", "duckdb", "pandas", "xgboost-cpu"),

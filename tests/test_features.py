@@ -135,6 +135,34 @@ def test_incremental_build_recomputes_only_what_changed(store_home, history):
     assert stale == [day10 + dt.timedelta(days=i) for i in range(38)]
 
 
+def test_a_build_in_blocks_of_days_writes_the_same_partitions(store_home):
+    """build_features works in blocks of days (bounded memory), each reading its 37 lookback
+    days: every partition is byte for byte what one pass over the whole history writes, and
+    holds exactly the rows and values compute_features gives for the whole lake."""
+    from fraudflow.features.compute import TABLES, feature_dir
+    from fraudflow.lake import list_partitions, read_lake
+
+    settings = store_home
+    days = list_partitions(settings)
+    one_pass = settings.model_copy(update={"feature_block_days": len(days) + 40})
+    build_features(one_pass, days=days)
+    files = sorted(p for t in TABLES for p in feature_dir(settings, t).rglob("*.parquet"))
+    whole = {p: p.read_bytes() for p in files}
+    blocks = build_features(settings.model_copy(update={"feature_block_days": 4}), days=days)
+    assert blocks.days == days and len(files) == 2 * len(days)
+    assert [p for p in files if p.read_bytes() != whole[p]] == []
+    lake = compute_features(read_lake(settings))
+    for table in TABLES:
+        written = pd.concat(pd.read_parquet(p) for p in files if f"/{table}/" in str(p))
+        expected = lake[table]
+        key = ["TRANSACTION_ID"]
+        pd.testing.assert_frame_equal(
+            written.sort_values(key).reset_index(drop=True),
+            expected.sort_values(key).reset_index(drop=True)[written.columns].astype({expected.columns[0]: object}),
+            check_dtype=False,
+        )
+
+
 def test_historical_features_equal_direct_computation_and_online_matches_offline(store_home, history):
     settings = store_home
     build_features(settings)

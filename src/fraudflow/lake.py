@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 from pydantic import BaseModel
 
@@ -70,10 +71,27 @@ def list_partitions(settings: Settings) -> list[dt.date]:
     return sorted(partition_day(p.parent) for p in part_files(settings.transactions_dir))
 
 
-def read_lake(settings: Settings, *, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
-    """Published transactions of the inclusive date range (all days when unbounded)."""
+def read_lake(
+    settings: Settings,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    columns: list[str] | None = None,
+    arrow_strings: bool = False,
+) -> pd.DataFrame:
+    """Published transactions of the inclusive date range (all days when unbounded); only
+    ``columns`` when given (a reader that needs six of the schema's columns holds six).
+
+    ``arrow_strings`` keeps string columns (the card and terminal IDs) in Arrow buffers
+    (``pd.ArrowDtype``): ~15 bytes per ID instead of a ~60-byte Python object, for readers of
+    whole histories."""
     days = [d for d in list_partitions(settings) if (start is None or d >= start) and (end is None or d <= end)]
     if not days:
-        return LAKE_SCHEMA.empty_table().to_pandas()
-    files = [str(partition_dir(settings.transactions_dir, d) / PARTITION_FILE) for d in days]
-    return ds.dataset(files, format="parquet").to_table().to_pandas()
+        table = LAKE_SCHEMA.empty_table()
+        table = table.select(columns) if columns else table
+    else:
+        files = [str(partition_dir(settings.transactions_dir, d) / PARTITION_FILE) for d in days]
+        table = ds.dataset(files, format="parquet").to_table(columns=columns)
+    if not arrow_strings:
+        return table.to_pandas()
+    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_string(t) else None)

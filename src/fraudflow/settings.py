@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Feast point-in-time joins run in chunks of whole days of at most this many entity rows
     # (fraudflow.features.store.historical_features): the offline store's peak memory follows it.
     offline_join_chunk_rows: int = Field(100_000, ge=1)
+    # build_features computes blocks of at most this many days (each reads its 37 lookback days
+    # too), so its peak memory follows the largest days, not the history's length.
+    feature_block_days: int = Field(30, ge=1)
     # Training
     train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed; "" turns it off
     training_deadline_seconds: int = Field(3 * 3600, ge=1)  # alert: a train_model run not done this long after queued

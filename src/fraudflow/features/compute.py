@@ -37,6 +37,8 @@ TERMINAL_FEATURES = [f"TERMINAL_ID_{kind}_{n}DAY_WINDOW" for n in WINDOWS for ki
 MODEL_INPUTS = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
 LABEL = "TX_FRAUD"
 TABLES = ("customer", "terminal")
+ENTITIES = {"customer": "CUSTOMER_ID", "terminal": "TERMINAL_ID"}
+FEATURE_INPUTS = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
 _DAY = 86_400
 _BLOCK = np.int64(1) << np.int64(34)  # seconds span per entity in the sort key (> 500 years)
 
@@ -73,24 +75,27 @@ def request_time_features(tx_amount: pd.Series, tx_datetime: pd.Series) -> pd.Da
     return pd.DataFrame(arrays, index=tx_amount.index)
 
 
-def _windows(codes: np.ndarray, seconds: np.ndarray, values: np.ndarray, lo: int, hi: int):
-    """Counts and (integer) sums over the window (t - lo, t - hi] of each row's own entity.
+class _SortedHistory:
+    """Rows sorted by (entity code, seconds) as one sort key (entity block + seconds), so every
+    window bound is a searchsorted and the whole history one vectorised pass. Built once per
+    table and shared by its windows."""
 
-    Rows must be sorted by (code, seconds). One sort key (entity block + seconds) turns every
-    window bound into a searchsorted, so the whole history is one vectorised pass.
-    """
-    key = codes * _BLOCK + seconds
-    floor = codes * _BLOCK - 1  # clipping here keeps a bound inside the row's own entity block
-    start = np.searchsorted(key, np.maximum(key - lo, floor), side="right")
-    end = np.searchsorted(key, np.maximum(key - hi, floor), side="right")
-    csum = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
-    return (end - start).astype(np.int64), csum[end] - csum[start]
+    def __init__(self, codes: np.ndarray, seconds: np.ndarray, values: np.ndarray) -> None:
+        self.key = codes * _BLOCK + seconds
+        self.floor = codes * _BLOCK - 1  # clipping here keeps a bound inside the row's own entity block
+        self.csum = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+
+    def window(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and (integer) sums over the window (t - lo, t - hi] of each row's own entity."""
+        start = np.searchsorted(self.key, np.maximum(self.key - lo, self.floor), side="right")
+        end = np.searchsorted(self.key, np.maximum(self.key - hi, self.floor), side="right")
+        return (end - start).astype(np.int64), self.csum[end] - self.csum[start]
 
 
 def window_features(table: str, codes: np.ndarray, seconds: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
     """The six window features of ``table`` for rows sorted by (entity code, seconds).
 
-    The one definition of the windows, used by the offline tables (:func:`compute_features`,
+    The one definition of the windows, used by the offline tables (:func:`compute_feature_table`,
     every entity at once) and by the scoring service (one card's or terminal's history plus the
     transaction being scored, see ``fraudflow.features.history``).
 
@@ -101,14 +106,15 @@ def window_features(table: str, codes: np.ndarray, seconds: np.ndarray, values: 
         seconds: Transaction times in whole seconds (any common origin).
     """
     columns: dict[str, np.ndarray] = {}
+    history = _SortedHistory(codes, seconds, values)
     for n in WINDOWS:
         if table == "customer":  # (t - n days, t], the transaction itself included
-            count, amount = _windows(codes, seconds, values, n * _DAY, 0)
+            count, amount = history.window(n * _DAY, 0)
             columns[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count
             columns[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = amount / np.maximum(count, 1) / 100
         else:  # (t - delay - n days, t - delay]: only labels older than the delay
             lo, hi = (LABEL_DELAY_DAYS + n) * _DAY, LABEL_DELAY_DAYS * _DAY
-            count, fraud_count = _windows(codes, seconds, values, lo, hi)
+            count, fraud_count = history.window(lo, hi)
             columns[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count
             columns[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(count > 0, fraud_count / np.maximum(count, 1), 0.0)
     return columns
@@ -124,33 +130,56 @@ def epoch_seconds(when: np.ndarray) -> np.ndarray:
     return np.asarray(when).astype("datetime64[s]").astype(np.int64)
 
 
-def compute_features(transactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Customer and terminal feature rows for every transaction of ``transactions``.
+def compute_feature_table(transactions: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The ``customer`` or ``terminal`` feature rows for every transaction, ordered by (time, ID).
 
     Customer windows (t - n days, t] include the current transaction; terminal windows
     (t - 7 - n days, t - 7 days] only use labels older than the delay. Values for a row only
     depend on rows at or before its time, so callers may pass extra history and keep a subset.
+    Needs only the :data:`FEATURE_INPUTS` columns.
     """
     tx = transactions
+    entity = ENTITIES[table]
     naive = tx["TX_DATETIME"].to_numpy().astype("datetime64[us]")
-    seconds_all = epoch_seconds(naive)
-    seconds_all = seconds_all - seconds_all.min() if len(tx) else seconds_all
-    values_of = {"customer": amount_cents(tx["TX_AMOUNT"].to_numpy()), "terminal": tx["TX_FRAUD"].to_numpy()}
-    out = {}
-    for table, entity in (("customer", "CUSTOMER_ID"), ("terminal", "TERMINAL_ID")):
-        codes_all = pd.factorize(tx[entity])[0].astype(np.int64)
-        order = np.lexsort((seconds_all, codes_all))
-        columns: dict[str, np.ndarray] = {
-            entity: tx[entity].to_numpy()[order],
-            "TRANSACTION_ID": tx["TRANSACTION_ID"].to_numpy()[order],
-        }
-        values = values_of[table].astype(np.int64)[order]
-        columns.update(window_features(table, codes_all[order], seconds_all[order], values))
-        by_time = np.argsort(seconds_all[order], kind="stable")
-        frame = pd.DataFrame({k: v[by_time] for k, v in columns.items()})
-        frame.insert(1, "event_timestamp", pd.DatetimeIndex(naive[order][by_time]).tz_localize("UTC"))
-        out[table] = frame
-    return out
+    seconds = epoch_seconds(naive)
+    seconds = seconds - seconds.min() if len(tx) else seconds
+    codes = pd.factorize(tx[entity])[0].astype(np.int64)
+    order = np.lexsort((seconds, codes))
+    raw = amount_cents(tx["TX_AMOUNT"].to_numpy()) if table == "customer" else tx["TX_FRAUD"].to_numpy()
+    seconds_sorted = seconds[order]
+    windows = window_features(table, codes[order], seconds_sorted, raw.astype(np.int64)[order])
+    del codes, raw
+    # Time order, ties by transaction ID: a day's file is the same whichever block built it.
+    by_time = np.lexsort((tx["TRANSACTION_ID"].to_numpy()[order], seconds_sorted))
+    del seconds_sorted
+    rows = order[by_time]
+    del order
+    columns = {
+        entity: tx[entity].take(rows).reset_index(drop=True),
+        "TRANSACTION_ID": tx["TRANSACTION_ID"].to_numpy()[rows],
+    }
+    for name in list(windows):  # one window column at a time: no second copy of all of them
+        columns[name] = windows.pop(name)[by_time]
+    frame = pd.DataFrame(columns, copy=False)  # copy=False: no consolidation copy
+    frame.insert(1, "event_timestamp", pd.DatetimeIndex(naive[rows]).tz_localize("UTC"))
+    return frame
+
+
+def compute_features(transactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Both feature tables for every transaction of ``transactions`` (see
+    :func:`compute_feature_table`)."""
+    return {table: compute_feature_table(transactions, table) for table in TABLES}
+
+
+def day_blocks(days: list[dt.date], block_days: int) -> list[list[dt.date]]:
+    """``days`` in blocks spanning at most ``block_days`` calendar days each, in order."""
+    blocks: list[list[dt.date]] = []
+    for day in sorted(days):
+        if blocks and (day - blocks[-1][0]).days < block_days:
+            blocks[-1].append(day)
+        else:
+            blocks.append([day])
+    return blocks
 
 
 def feature_dir(settings: Settings, table: str) -> Path:
@@ -184,30 +213,33 @@ def stale_feature_days(settings: Settings) -> list[dt.date]:
 def build_features(settings: Settings, *, days: list[dt.date] | None = None, run_id: str | None = None) -> FeatureBuild:
     """Compute and write the feature partitions of ``days`` (default: every stale day).
 
-    Reads the lake once for the span ``min(days) - 37 .. max(days)``; each day is written with
-    an atomic replace, then its manifest (input fingerprint, rows) last.
+    Works in blocks of at most ``feature_block_days`` days: each block reads its span plus the
+    37 lookback days (only the six input columns), computes one table at a time, writes each
+    day with an atomic replace, then the block's manifests (input fingerprint) last. Peak
+    memory follows the block's days, not the history's length; a crash keeps finished blocks.
     """
     started = time.perf_counter()
     days = sorted(stale_feature_days(settings) if days is None else days)
     rows = {t: 0 for t in TABLES}
+    for block in day_blocks(days, settings.feature_block_days):
+        lake = read_lake(
+            settings,
+            start=block[0] - dt.timedelta(days=LOOKBACK_DAYS),
+            end=block[-1],
+            columns=FEATURE_INPUTS,
+            arrow_strings=True,
+        )
+        for table in TABLES:
+            rows[table] += _write_feature_days(settings, table, compute_feature_table(lake, table), block)
+        del lake
+        for day in block:
+            path = _manifest_path(settings, day)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(
+                path, lambda tmp, d=day: tmp.write_text(json.dumps({"inputs": _input_fingerprint(settings, d)}))
+            )
     if not days:
         return FeatureBuild(days=[], rows=rows, seconds=0.0)
-    lake = read_lake(settings, start=days[0] - dt.timedelta(days=LOOKBACK_DAYS), end=days[-1])
-    tables = compute_features(lake)
-    wanted = set(days)
-    for table, frame in tables.items():
-        frame_days = frame["event_timestamp"].dt.date
-        for day, part in frame[frame_days.isin(wanted)].groupby(frame_days[frame_days.isin(wanted)]):
-            folder = partition_dir(feature_dir(settings, table), day)
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(folder / PART_FILE, lambda tmp, p=part: p.to_parquet(tmp, index=False))
-            rows[table] += len(part)
-    for day in days:
-        path = _manifest_path(settings, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(
-            path, lambda tmp, d=day: tmp.write_text(json.dumps({"inputs": _input_fingerprint(settings, d)}))
-        )
     record_lineage(
         settings,
         stage="build_features",
@@ -216,3 +248,20 @@ def build_features(settings: Settings, *, days: list[dt.date] | None = None, run
         wrote={"feature_tables": list(TABLES), "days": [d.isoformat() for d in days], "rows": rows},
     )
     return FeatureBuild(days=days, rows=rows, seconds=round(time.perf_counter() - started, 3))
+
+
+def _write_feature_days(settings: Settings, table: str, frame: pd.DataFrame, days: list[dt.date]) -> int:
+    """Write each of ``days``' rows of a time-ordered feature table as its partition; rows
+    written. Days are slices of the ordered timestamps (no per-row date objects)."""
+    stamps = frame["event_timestamp"].to_numpy(dtype="datetime64[us]")  # naive UTC
+    written = 0
+    for day in days:
+        lo, hi = np.searchsorted(stamps, np.array([day, day + dt.timedelta(days=1)], dtype="datetime64[us]"))
+        if hi == lo:
+            continue
+        folder = partition_dir(feature_dir(settings, table), day)
+        folder.mkdir(parents=True, exist_ok=True)
+        part = frame.iloc[lo:hi].astype({ENTITIES[table]: object})  # the tables' one string type
+        write_atomically(folder / PART_FILE, lambda tmp, p=part: p.to_parquet(tmp, index=False))
+        written += hi - lo
+    return int(written)
