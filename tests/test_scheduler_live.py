@@ -155,6 +155,17 @@ def test_the_scheduler_runs_the_chain_by_itself(live_world):
 
         (alert,) = _wait("the ingest deadline alert", deadline_alert, 180, logs)
         assert alert["tier"] == "immediate" and "day not published by its deadline" in alert["summary"]
+        # The catch-up day's run was queued after its deadline had passed: one daily
+        # "catch-up" alert, not a page (make up catches up 40 days at once).
+        (catchup_run,) = [
+            r[0] for r in _runs(settings, "ingest_transactions") if (r[2] or "")[:10] == catchup_from.isoformat()
+        ]
+        catchup_alerts = [
+            (a["check"], a["tier"])
+            for a in receiver.received
+            if catchup_run in a["summary"] and "deadline" in a["check"]
+        ]
+        assert catchup_alerts == [("ingest_deadline_catchup", "daily")]
 
         # The file lands late: the sensor's next poke finds it and the day is published.
         write_landing_files(frame, settings.landing_dir, days=(late_day, late_day))
