@@ -292,8 +292,9 @@ def _drill_bad_challenger(
 
     champion = registry.version_by_alias(settings, registry.CHAMPION)
     # The drill rehearses failures, not a new model: the champion's own model, already live,
-    # without the held-out scores of a week that drift may have made stale.
-    dropped = (tags.ROLLOUT, tags.ROLLOUT_REASON, tags.TEST_SCORES)
+    # without the held-out scores of a week that drift may have made stale, nor the champion's
+    # model card (it describes the champion's version, not this copy).
+    dropped = (tags.ROLLOUT, tags.ROLLOUT_REASON, tags.TEST_SCORES, tags.MODEL_CARD)
     copy_tags = {k: v for k, v in champion.tags.items() if k not in dropped}
     copy_tags[tags.REASON] = "demo drill: a challenger that fails every second call"
     drilled = registry.register_challenger(
