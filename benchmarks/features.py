@@ -66,7 +66,7 @@ def online_lookups(store, picks, when) -> dict[str, list[float]]:
     from fraudflow.features.compute import CUSTOMER_FEATURES, TERMINAL_FEATURES, request_time_features
 
     refs = [f"customer_spending:{f}" for f in CUSTOMER_FEATURES] + [f"terminal_risk:{f}" for f in TERMINAL_FEATURES]
-    service = store.get_feature_service(fs.FEATURE_SERVICE)
+    service = store.get_feature_service(fs.ONLINE_FEATURE_SERVICE)
     lat = {SERVICE: [], VIEWS: []}
     for c, t, a in picks.itertuples(index=False):
         row = {"CUSTOMER_ID": str(c), "TERMINAL_ID": str(t), "tx_amount": float(a), "tx_datetime": when}

@@ -67,6 +67,30 @@ terminal_risk_fv = FeatureView(
     tags={"owner": "fraudflow", "label_delay_days": str(LABEL_DELAY_DAYS)},
 )
 
+# The same tables as the training set reads them. Every transaction has its own row, at its own
+# instant, in both tables, so a point-in-time join needs to reach no further back than that row:
+# with the serving TTLs above, Feast's join pairs each entity row with every row of its card
+# (terminal) in the last 31 (38) days before keeping the newest, ~14x the time for the same
+# values (tests/test_features.py checks they are equal). Offline only.
+customer_spending_at_transaction_fv = FeatureView(
+    name="customer_spending_at_transaction",
+    entities=[customer],
+    ttl=timedelta(seconds=1),
+    schema=customer_spending_fv.schema,
+    source=customer_spending_source,
+    online=False,
+    tags={**customer_spending_fv.tags, "reads": "the row at the transaction's own instant"},
+)
+terminal_risk_at_transaction_fv = FeatureView(
+    name="terminal_risk_at_transaction",
+    entities=[terminal],
+    ttl=timedelta(seconds=1),
+    schema=terminal_risk_fv.schema,
+    source=terminal_risk_source,
+    online=False,
+    tags={**terminal_risk_fv.tags, "reads": "the row at the transaction's own instant"},
+)
+
 # What the caller sends with each transaction (the scoring API's own field names).
 transaction_request = RequestSource(
     name="transaction_request",
@@ -92,9 +116,17 @@ def transaction_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     return request_time_features(inputs["tx_amount"], inputs["tx_datetime"])
 
 
-# The model's 15 inputs; versioned because models are trained against a fixed list.
+# The model's 15 inputs as training sets, drift checks and refits read them (point in time, at
+# each transaction); versioned because models are trained against a fixed list.
 fraud_detection_v1 = FeatureService(
     name="fraud_detection_v1",
+    features=[transaction_request_features, customer_spending_at_transaction_fv, terminal_risk_at_transaction_fv],
+    tags={"model_inputs": "15"},
+)
+
+# The same 15 inputs from the online store: each entity's materialized latest row.
+fraud_detection_online_v1 = FeatureService(
+    name="fraud_detection_online_v1",
     features=[transaction_request_features, customer_spending_fv, terminal_risk_fv],
     tags={"model_inputs": "15"},
 )

@@ -187,6 +187,13 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
         whole.set_index("TRANSACTION_ID").loc[joined.index, MODEL_INPUTS].to_numpy(float),
         joined[MODEL_INPUTS].to_numpy(float),
     )
+    # The training service's views reach back one second (each transaction's own row); the
+    # online views' 31/38-day TTLs give the same values through a much larger join.
+    store = fs.open_store(settings)
+    online_views = store.get_feature_service(fs.ONLINE_FEATURE_SERVICE)
+    wide = store.get_historical_features(entity_df=fs.entity_frame(days), features=online_views).to_df()
+    wide = wide.fillna({c: 0 for c in MODEL_INPUTS}).set_index("TRANSACTION_ID").loc[whole["TRANSACTION_ID"]]
+    np.testing.assert_array_equal(wide[MODEL_INPUTS].to_numpy(float), whole[MODEL_INPUTS].to_numpy(float))
 
     # Parity: after materializing up to T, the online store answers what the offline store
     # answers as of T, for sampled customers and terminals.
@@ -212,7 +219,7 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
             "TX_FRAUD_SCENARIO": 0,
         }
     )
-    offline = fs.historical_features(settings, as_of)
+    offline = fs.historical_features(settings, as_of, service_name=fs.ONLINE_FEATURE_SERVICE)
     for col in CUSTOMER_FEATURES + TERMINAL_FEATURES:
         np.testing.assert_allclose(online[col].fillna(0).to_numpy(float), offline[col].to_numpy(float), err_msg=col)
     assert set(MODEL_INPUTS) <= set(online.columns)

@@ -291,7 +291,7 @@ def test_features_and_training_on_celery_register_in_the_mlflow_server(productio
     online_keys = redis.Redis.from_url(env["FRAUDFLOW_REDIS_URL"] + "/1").dbsize()
     assert online_keys > 500  # customers and terminals materialized into Redis db 1
     registry_rows = _sql(env, "feast", "select count(*) from feature_services")[0][0]
-    assert registry_rows == 2  # fraud_detection_v1 and fraud_detection_realtime_v1 in Feast's SQL registry
+    assert registry_rows == 3  # fraud_detection_v1, _online_v1 and _realtime_v1 in Feast's SQL registry
 
     _run(env, "train_model", LAST, {"reason": "production profile test", "candidate_params": {"mlp": {"epochs": 3}}})
     _settings(env, monkeypatch)  # this process signs in to MLflow too (MLFLOW_TRACKING_USERNAME / _PASSWORD)

@@ -1,8 +1,10 @@
 """Feast as fraudflow uses it: apply the repo, materialize online, build training sets, look up.
 
 Training sets come from ``get_historical_features`` with the feature service
-``fraud_detection_v1`` (point-in-time join on each transaction's timestamp), and serving
-reads the same service from the online store, so the model's inputs have one definition.
+``fraud_detection_v1`` (point-in-time join on each transaction's timestamp, over views that
+reach only the transaction's own row); ``fraud_detection_online_v1`` names the same 15 inputs
+over the same tables as materialized into the online store. Both take the window values from
+the feature tables, so the model's inputs have one definition.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from fraudflow.features.history import push_batch_history
 from fraudflow.lineage import record_lineage
 from fraudflow.settings import Settings, repo_root
 
-FEATURE_SERVICE = "fraud_detection_v1"
+FEATURE_SERVICE = "fraud_detection_v1"  # point in time, at each transaction (training sets)
+ONLINE_FEATURE_SERVICE = "fraud_detection_online_v1"  # the materialized latest rows
 # The views materialized from the offline tables (the history views are pushed, not materialized).
 MATERIALIZED_VIEWS = ("customer_spending", "terminal_risk")
 ENTITY_COLUMNS = ["CUSTOMER_ID", "TERMINAL_ID"]
@@ -224,12 +227,21 @@ def entity_frame(transactions: pd.DataFrame) -> pd.DataFrame:
 
 
 def historical_features(
-    settings: Settings, transactions: pd.DataFrame, *, chunk_rows: int | None = None
+    settings: Settings,
+    transactions: pd.DataFrame,
+    *,
+    chunk_rows: int | None = None,
+    service_name: str = FEATURE_SERVICE,
 ) -> pd.DataFrame:
     """The 15 model inputs for each transaction, from Feast's offline store (point in time).
 
     Rows come back sorted by TRANSACTION_ID, with the pass-through columns of ``entity_frame``.
-    Missing window rows (no history at all) are filled with 0, the handbook's empty window.
+    Missing window rows are filled with 0, the handbook's empty window.
+
+    ``service_name``: :data:`FEATURE_SERVICE` for transactions of the lake, each of which has
+    its own row in the feature tables (its views reach back one second: the join stays small);
+    :data:`ONLINE_FEATURE_SERVICE` for other instants (the newest row within the views' TTLs,
+    what the online store holds as of then).
 
     Why in chunks: Feast's DuckDB offline store holds ~12 KB per entity row while it joins, so
     one call for a 1.3M-row training set peaked at 16.7 GB. The rows are joined in runs of whole
@@ -238,7 +250,7 @@ def historical_features(
     row depends on that row alone, so the result is the same as one call (tested).
     """
     store = open_store(settings)
-    service = store.get_feature_service(FEATURE_SERVICE)
+    service = store.get_feature_service(service_name)
     entities = entity_frame(transactions)
     parts = []
     for chunk in _day_chunks(entities, chunk_rows or settings.offline_join_chunk_rows) or [entities]:
@@ -268,7 +280,7 @@ def _day_chunks(entities: pd.DataFrame, chunk_rows: int) -> list[pd.DataFrame]:
 def online_features(store, requests: list[dict[str, Any]]) -> pd.DataFrame:
     """Model inputs for live requests (dicts with CUSTOMER_ID, TERMINAL_ID, tx_amount,
     tx_datetime) from the online store; entities unknown to it come back as NaN."""
-    service = store.get_feature_service(FEATURE_SERVICE)
+    service = store.get_feature_service(ONLINE_FEATURE_SERVICE)
     rows = [
         {
             "CUSTOMER_ID": str(r["CUSTOMER_ID"]),
