@@ -83,6 +83,10 @@ def live_world(tmp_path_factory):
             "FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION": "0.2",  # a 600-card world: the subject is the scheduler
             "FRAUDFLOW_GATE_MIN_AUC_ROC": "0.6",
             "FRAUDFLOW_GATE_AP_TOLERANCE": "1.0",
+            # The triggered train_model searches two trials per family in spawned worker
+            # processes, as make up does: an Airflow task's __main__ is the airflow CLI.
+            "FRAUDFLOW_SELECTION_TRIALS": "2",
+            "FRAUDFLOW_SELECTION_FOLDS": "2",
         }
         for key, value in env.items():
             mp.setenv(key, value)
@@ -196,6 +200,11 @@ def test_the_scheduler_runs_the_chain_by_itself(live_world):
         assert by_type["scheduled"][1] == "success" and nightly["build_training_set"] == "skipped", nightly
         triggered = by_type["operator_triggered"]
         assert triggered[1] == "success", _task_states(settings, "train_model", triggered[0])
+        # Its search fitted trials in spawned workers (not the daemonic-process fallback).
+        run_logs = settings.airflow_home / "logs" / "dag_id=train_model" / f"run_id={triggered[0]}"
+        candidate_logs = list((run_logs / "task_id=train_candidate").glob("*/attempt=*.log"))
+        assert len(candidate_logs) == 2
+        assert not any("selection trials in process" in p.read_text() for p in candidate_logs)
         assert any(a["check"] == "training_deadline" and triggered[0] in a["summary"] for a in receiver.received)
     finally:
         stopped = stop_airflow(settings)

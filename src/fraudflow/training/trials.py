@@ -8,13 +8,21 @@ forked: the caller may hold torch and OpenMP state that a fork would copy half-i
 they read the folds from the parquet files the search already wrote, so nothing large is pickled.
 This module imports only what a fit needs, which keeps a worker's start-up short. Inside a
 daemonic process (a Celery prefork worker) no child may be started, so the trials run in process.
+
+Workers do not re-run the caller's ``__main__`` (see :func:`_main_module_hidden`): inside an
+Airflow task it is the ``airflow`` CLI, whose import in a worker died on the task's
+deliberately unusable metadata-DB URL (``BrokenProcessPool`` under the LocalExecutor; the
+scheduler-driven test runs the search there).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -52,5 +60,26 @@ def run_trials(
         return [fold_scores(candidate, params, fold_paths) for params in grid]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(grid)), mp_context=context) as pool:
-        futures = [pool.submit(fold_scores, candidate, params, fold_paths) for params in grid]
+        with _main_module_hidden():  # the workers start on the first submit
+            futures = [pool.submit(fold_scores, candidate, params, fold_paths) for params in grid]
         return [future.result() for future in futures]
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start spawned workers without the caller's ``__main__``.
+
+    A spawned child re-imports the parent's main module (by ``__spec__`` name or ``__file__``
+    path) before it unpickles anything. The trials need nothing from it, and the caller's main
+    may not be importable elsewhere: in an Airflow task it is the ``airflow`` script. With
+    neither attribute set, multiprocessing skips that step.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
