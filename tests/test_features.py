@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,11 +18,14 @@ from fraudflow.features.compute import (
     CUSTOMER_FEATURES,
     MODEL_INPUTS,
     TERMINAL_FEATURES,
+    FeaturesNotBuilt,
     build_features,
     compute_features,
+    feature_dir,
     request_time_features,
     stale_feature_days,
 )
+from fraudflow.layout import partition_dir
 from fraudflow.schema import normalise_transactions
 from tests.helpers import publish_history
 
@@ -139,7 +143,7 @@ def test_a_build_in_blocks_of_days_writes_the_same_partitions(store_home):
     """build_features works in blocks of days (bounded memory), each reading its 37 lookback
     days: every partition is byte for byte what one pass over the whole history writes, and
     holds exactly the rows and values compute_features gives for the whole lake."""
-    from fraudflow.features.compute import TABLES, feature_dir
+    from fraudflow.features.compute import TABLES
     from fraudflow.lake import list_partitions, read_lake
 
     settings = store_home
@@ -168,6 +172,12 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
     build_features(settings)
     fs.apply_feature_repo(settings)
     sample = history[history["TX_DATETIME"].dt.date == dt.date(2018, 5, 15)].head(300)
+    # A day the feature build has not reached (its partition gone): the join stops, naming it,
+    # instead of reading no row for its transactions. The next build heals it.
+    shutil.rmtree(partition_dir(feature_dir(settings, "customer"), dt.date(2018, 5, 15)))
+    with pytest.raises(FeaturesNotBuilt, match=r"1 lake day\(s\) are missing or stale \(2018-05-15 \.\. 2018-05-15\)"):
+        fs.historical_features(settings, sample)
+    assert build_features(settings).days == [dt.date(2018, 5, 15)]
     joined = fs.historical_features(settings, sample).set_index("TRANSACTION_ID")
     direct = compute_features(history)
     for table, cols in (("customer", CUSTOMER_FEATURES), ("terminal", TERMINAL_FEATURES)):

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -199,15 +200,38 @@ def _manifest_path(settings: Settings, day: dt.date) -> Path:
     return partition_dir(feature_dir(settings, "customer"), day) / "_features.json"
 
 
+class FeaturesNotBuilt(RuntimeError):
+    """Lake days whose feature partitions are missing or were built from other inputs: a point
+    in time join on them would read no row (or an outdated one) for their transactions."""
+
+
+def _is_fresh(settings: Settings, day: dt.date) -> bool:
+    path = _manifest_path(settings, day)
+    recorded = json.loads(path.read_text())["inputs"] if path.exists() else None
+    return recorded == _input_fingerprint(settings, day)
+
+
 def stale_feature_days(settings: Settings) -> list[dt.date]:
     """Published days whose feature partition is missing or was built from other inputs."""
-    stale = []
-    for day in list_partitions(settings):
-        path = _manifest_path(settings, day)
-        recorded = json.loads(path.read_text())["inputs"] if path.exists() else None
-        if recorded != _input_fingerprint(settings, day):
-            stale.append(day)
-    return stale
+    return [day for day in list_partitions(settings) if not _is_fresh(settings, day)]
+
+
+def require_fresh_features(settings: Settings, days: Iterable[dt.date]) -> None:
+    """Raise unless every one of ``days`` has its features built from the lake as it is.
+
+    Ingestion and ``build_features`` run apart (a catch-up publishes days while a build runs),
+    so a training set or drift check can ask for a day the build has not reached yet.
+
+    Raises:
+        FeaturesNotBuilt: names the days; ``build_features`` (asset-triggered by each publish)
+            catches up, so a retry heals it.
+    """
+    stale = sorted(d for d in set(days) if not _is_fresh(settings, d))
+    if stale:
+        raise FeaturesNotBuilt(
+            f"the feature tables of {len(stale)} lake day(s) are missing or stale ({stale[0]} .. {stale[-1]}): "
+            "build_features has not caught up with the lake yet (it runs after each published day); retry after it"
+        )
 
 
 def build_features(settings: Settings, *, days: list[dt.date] | None = None, run_id: str | None = None) -> FeatureBuild:

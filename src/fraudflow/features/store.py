@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow.features.compute import LOOKBACK_DAYS, MODEL_INPUTS
+from fraudflow.features.compute import LOOKBACK_DAYS, MODEL_INPUTS, require_fresh_features
 from fraudflow.features.history import push_batch_history
 from fraudflow.lineage import record_lineage
 from fraudflow.settings import Settings, repo_root
@@ -243,15 +243,21 @@ def historical_features(
     :data:`ONLINE_FEATURE_SERVICE` for other instants (the newest row within the views' TTLs,
     what the online store holds as of then).
 
+    Raises:
+        FeaturesNotBuilt: with :data:`FEATURE_SERVICE`, a day of ``transactions`` has no fresh
+            feature partition (``build_features`` has not reached it).
+
     Why in chunks: Feast's DuckDB offline store holds ~12 KB per entity row while it joins, so
     one call for a 1.3M-row training set peaked at 16.7 GB. The rows are joined in runs of whole
     days of at most ``chunk_rows`` (``FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS``; a larger day is one
     chunk): peak memory follows the largest chunk, not the history. A point-in-time join of a
     row depends on that row alone, so the result is the same as one call (tested).
     """
+    entities = entity_frame(transactions)
+    if service_name == FEATURE_SERVICE:  # its views find only a transaction's own row
+        require_fresh_features(settings, entities["event_timestamp"].dt.date.unique())
     store = open_store(settings)
     service = store.get_feature_service(service_name)
-    entities = entity_frame(transactions)
     parts = []
     for chunk in _day_chunks(entities, chunk_rows or settings.offline_join_chunk_rows) or [entities]:
         joined = store.get_historical_features(entity_df=chunk, features=service).to_df()
