@@ -25,7 +25,7 @@ test: install ## lint + the whole suite against real Airflow/GX/Feast/MLflow/Ben
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-up: install ## fraudflow live on today's clock: last 40 days landed, Airflow scheduler + UI, traffic feeder (fresh home)
+up: install ## fraudflow live on today's clock: last 60 days landed, Airflow scheduler + UI, traffic feeder (fresh home)
 	$(BIN)/fraudflow up
 
 down: ## stop what `make up` started (Airflow, feeder, scoring service)

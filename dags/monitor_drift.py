@@ -10,7 +10,7 @@ each day's ingestion), or by hand with `{"as_of": "YYYY-MM-DD"}`. Compares the n
    window), and AP / CP@100 on the newest window whose labels have matured (older than the
    7-day delay) against the champion's gate metrics. HTML reports + JSON summary under
    `monitoring/<day>/`, logged to the MLflow experiment `fraudflow-monitoring`. With no
-   champion yet and at least `FRAUDFLOW_FIRST_MODEL_MIN_DAYS` (35) lake days, the failed check
+   champion yet and at least `FRAUDFLOW_FIRST_MODEL_MIN_DAYS` (58) lake days, the failed check
    is `no_champion` and the first model is trained (skipped before that).
 2. **raise_alerts**: performance loss -> daily alert, drift only -> weekly alert (log,
    `monitoring/alerts.jsonl`, optional webhook). Service outages are `watch_serving`'s.

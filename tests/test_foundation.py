@@ -202,3 +202,17 @@ def test_a_landing_file_still_being_copied_is_not_taken(tmp_path, monkeypatch, s
     assert sensor.poke({}) is False
     written.with_name(written.name + ".done").touch()  # the sender says it is complete
     assert sensor.poke({}).is_done
+
+
+def test_a_first_model_waits_until_its_training_week_has_whole_windows():
+    """FRAUDFLOW_FIRST_MODEL_MIN_DAYS is the windows' reach (37 days) plus the split (21): on
+    that many lake days the first training week's features see their whole history."""
+    from fraudflow.features.compute import LOOKBACK_DAYS
+    from fraudflow.settings import Settings
+    from fraudflow.training.training_set import training_window
+
+    settings = Settings()
+    last = dt.date(2026, 11, 29)
+    first = last - dt.timedelta(days=settings.first_model_min_days - 1)
+    window = training_window(last, train_days=settings.train_days, test_days=settings.test_days)
+    assert window.train_start - dt.timedelta(days=LOOKBACK_DAYS) == first

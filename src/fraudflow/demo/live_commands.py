@@ -59,7 +59,7 @@ def _stop_recorded_service(settings) -> bool:
 
 
 @click.command()
-@click.option("--days", default=40, show_default=True, type=click.IntRange(35), help="Complete days up to yesterday.")
+@click.option("--days", default=60, show_default=True, type=click.IntRange(35), help="Complete days up to yesterday.")
 @click.option("--speedup", default=60.0, show_default=True, help="Feeder clock speed (1 = real time).")
 @click.option("--port", default=8080, show_default=True, help="Airflow UI / API port (loopback).")
 @click.option("--customers", default=5000, show_default=True, type=click.IntRange(1))
