@@ -3,7 +3,8 @@
 
 Every 5 minutes (`FRAUDFLOW_SERVING_WATCH_SCHEDULE`): probes the scoring service at
 `FRAUDFLOW_SERVING_URL` (`/healthz`) and reads its Prometheus `/metrics`. Raises an
-**immediate** alert when the service is down or when more than `FRAUDFLOW_ALERT_ERROR_RATE`
+**immediate** alert when the service is down (once a champion exists: before a first model
+nothing is expected to answer) or when more than `FRAUDFLOW_ALERT_ERROR_RATE`
 of the requests answered since the previous check failed (4xx/5xx). Alerts go to the task
 log, `monitoring/alerts.jsonl` and the optional webhook `FRAUDFLOW_ALERT_WEBHOOK_URL`.
 The task itself succeeds: an outage is reported by the alert, not by a red task; with
@@ -38,12 +39,15 @@ SETTINGS = get_settings()
 def watch_serving():
     @task(multiple_outputs=False)
     def check_service() -> dict:
+        from fraudflow import registry
         from fraudflow.monitoring.alerts import check_service as probe
         from fraudflow.monitoring.alerts import send_alert
         from fraudflow.settings import get_settings
 
         settings = get_settings()
         health, alerts = probe(settings, settings.serving_url)
+        if not health.up and registry.version_by_alias(settings, registry.CHAMPION) is None:
+            alerts = []  # nothing was ever promoted: no service is expected to answer yet
         sent = [send_alert(settings, a).model_dump(mode="json") for a in alerts]
         restarted = None
         if not health.up and settings.serving_autostart:

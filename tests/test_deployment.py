@@ -358,3 +358,16 @@ def test_watch_serving_starts_the_champion_when_no_service_answers(deployment, m
     finally:
         os.killpg(pid, signal.SIGTERM)
         (settings.serving_dir / "service.pid").unlink()
+
+
+def test_watch_serving_does_not_page_before_a_first_model_exists(airflow_db, settings, monkeypatch):
+    """A fresh system (make up's first minutes): no champion, so no service is expected to
+    answer yet; watch_serving records the probe but sends no service_down page."""
+    from fraudflow.deployment.service_process import free_port
+
+    monkeypatch.setenv("FRAUDFLOW_SERVING_URL", f"http://127.0.0.1:{free_port()}")
+    outcome = run_dag(load_dag("watch_serving"), logical_date=None)
+    assert outcome.state == "success", outcome
+    log = settings.root / "monitoring" / "alerts.jsonl"
+    alerts = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    assert [a["check"] for a in alerts] == []
