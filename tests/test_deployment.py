@@ -3,6 +3,7 @@ with a load generator running throughout: no request may fail during any switch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from fraudflow import registry, tags
 from fraudflow.cli import main
 from fraudflow.deployment.controller import promote, replay_sample, run_stage, score_bodies
-from fraudflow.deployment.service_process import ServingProcess
+from fraudflow.deployment.service_process import ServingProcess, stop_recorded_service
 from fraudflow.orchestration.runtime import as_logical_date, load_dag, run_dag
 from fraudflow.serving.prediction_log import read_predictions
 from fraudflow.serving.state import DeploymentState, StaleDeploymentState, read_state, write_state
@@ -336,6 +337,13 @@ def _fail_orphaned_runs(dag_id: str) -> None:
             run.state = DagRunState.FAILED
 
 
+def _proc_state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/status").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_watch_serving_starts_the_champion_when_no_service_answers(deployment, monkeypatch):
     """A champion and no service (a first deployment has none to keep; a crashed one): with
     autostart on, watch_serving alerts service_down and starts it."""
@@ -355,9 +363,18 @@ def test_watch_serving_starts_the_champion_when_no_service_answers(deployment, m
         assert any(a["check"] == "service_down" and url in a["summary"] for a in alerts)
         answer = httpx.post(f"{url}/score", json=bodies[0], timeout=30)
         assert answer.status_code == 200 and answer.json()["model_version"] == read_state(settings).champion
+        # make down stops it: the recorded pid is a BentoML server (retitled circusd by now).
+        assert stop_recorded_service(settings) and not (settings.serving_dir / "service.pid").exists()
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or b"zombie" in _proc_state(pid):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"pid {pid} still running after make down's stop")
     finally:
-        os.killpg(pid, signal.SIGTERM)
-        (settings.serving_dir / "service.pid").unlink()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        (settings.serving_dir / "service.pid").unlink(missing_ok=True)
 
 
 def test_watch_serving_does_not_page_before_a_first_model_exists(airflow_db, settings, monkeypatch):

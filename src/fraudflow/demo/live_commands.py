@@ -30,32 +30,11 @@ def stop_everything(settings) -> list[str]:
             pass
         feeder.unlink(missing_ok=True)
     stopped += [f"airflow {name}" for name in stop_airflow(settings)]
-    if _stop_recorded_service(settings):
+    from fraudflow.deployment.service_process import stop_recorded_service
+
+    if stop_recorded_service(settings, warn=lambda message: console.print(f"[yellow]{message}[/]")):
         stopped.append("scoring service")
     return stopped
-
-
-def _stop_recorded_service(settings) -> bool:
-    """A service deploy_model autostarted in this home (serving/service.pid) would outlive it.
-    Stopped only if that pid is still a ``bentoml serve`` (a stale pid may belong to anything now)."""
-    pid_file = settings.serving_dir / "service.pid"
-    if not pid_file.exists():
-        return False
-    try:
-        pid = int(pid_file.read_text())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (ValueError, OSError):
-        pid_file.unlink(missing_ok=True)  # unreadable or the process is gone
-        return False
-    if "bentoml" not in command or "serve" not in command:
-        console.print(f"[yellow]{pid_file} names pid {pid}, which is not a bentoml serve now: left alone[/]")
-        pid_file.unlink(missing_ok=True)
-        return False
-    try:
-        os.killpg(pid, signal.SIGTERM)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 @click.command()

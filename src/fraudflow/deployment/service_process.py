@@ -117,3 +117,28 @@ def ensure_service(settings: Settings) -> str:
     process = ServingProcess(settings, port=urlparse(settings.serving_url).port).start()
     (settings.serving_dir / "service.pid").write_text(str(process.proc.pid))
     return process.url
+
+
+def stop_recorded_service(settings: Settings, *, warn=print) -> bool:
+    """Stop the service :func:`ensure_service` started in this home (``serving/service.pid``),
+    which would outlive ``make up``'s Airflow. Only if that pid is still a BentoML server (a
+    stale pid may belong to anything now): ``bentoml serve``, which renames itself ``circusd``
+    once its process arbiter runs."""
+    pid_file = settings.serving_dir / "service.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        pid = int(pid_file.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (ValueError, OSError):
+        pid_file.unlink(missing_ok=True)  # unreadable or the process is gone
+        return False
+    pid_file.unlink(missing_ok=True)
+    if command != "circusd" and not ("bentoml" in command and "serve" in command):
+        warn(f"{pid_file} named pid {pid}, which is not a BentoML server now ({command[:80]!r}): left alone")
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
