@@ -70,7 +70,7 @@ terminal_risk_fv = FeatureView(
 # The same tables as the training set reads them. Every transaction has its own row, at its own
 # instant, in both tables, so a point-in-time join needs to reach no further back than that row:
 # with the serving TTLs above, Feast's join pairs each entity row with every row of its card
-# (terminal) in the last 31 (38) days before keeping the newest, ~14x the time for the same
+# (terminal) in the last 31 (38) days before keeping the newest, ~7x the time for the same
 # values (tests/test_features.py checks they are equal). Offline only.
 customer_spending_at_transaction_fv = FeatureView(
     name="customer_spending_at_transaction",

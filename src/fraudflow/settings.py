@@ -80,7 +80,7 @@ class Settings(BaseSettings):
 
     # Feast point-in-time joins run in chunks of whole days of at most this many entity rows
     # (fraudflow.features.store.historical_features): the offline store's peak memory follows it.
-    offline_join_chunk_rows: int = Field(100_000, ge=1)
+    offline_join_chunk_rows: int = Field(400_000, ge=1)
     # build_features computes blocks of at most this many days (each reads its 37 lookback days
     # too), so its peak memory follows the largest days, not the history's length.
     feature_block_days: int = Field(30, ge=1)
