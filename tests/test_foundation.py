@@ -158,7 +158,7 @@ def test_a_stale_service_pid_of_another_process_is_left_alone(tmp_path, monkeypa
     """``fraudflow down`` stops a recorded scoring service only if that pid is still one."""
     import subprocess
 
-    from fraudflow.demo.live_commands import _stop_recorded_service
+    from fraudflow.deployment.service_process import stop_recorded_service
     from fraudflow.settings import get_settings
 
     monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "home"))
@@ -167,7 +167,7 @@ def test_a_stale_service_pid_of_another_process_is_left_alone(tmp_path, monkeypa
     try:
         settings.serving_dir.mkdir(parents=True)
         (settings.serving_dir / "service.pid").write_text(str(bystander.pid))
-        assert _stop_recorded_service(settings) is False
+        assert stop_recorded_service(settings) is False
         assert bystander.poll() is None  # still running
         assert not (settings.serving_dir / "service.pid").exists()
     finally:
