@@ -14,8 +14,15 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/fraudflow
 
+# A Java runtime for FRAUDFLOW_ENGINE=spark: the Spark driver runs inside the Airflow task.
+# Debian's default (17 or 21 by release); Spark 4 runs on both.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends default-jre-headless \
+    && rm -rf /var/lib/apt/lists/*
+
 # 1. The pinned environment alone (constraints.txt is a full freeze), so editing the sources
-#    does not reinstall ~3 GB of wheels. All of them are binary wheels: no compiler needed.
+#    does not reinstall ~3.5 GB of packages. All are binary wheels or pure Python (pyspark's
+#    sdist carries its jars): no compiler needed.
 COPY constraints.txt ./
 RUN python -m pip install --upgrade "pip==26.3" \
     && python -m pip install --extra-index-url "$TORCH_INDEX_URL" -r constraints.txt

@@ -11,9 +11,9 @@ TEST_WORKERS ?= 2  # pytest-xdist workers; each test module stays whole on one (
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "== installing the pinned environment into $(VENV) (first time: ~3 min, ~3 GB)"
+	@echo "== installing the pinned environment into $(VENV) (first time: ~4 min, ~3.5 GB)"
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev,production]'
+	$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev,production,spark]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -52,7 +52,7 @@ bench: install ## every benchmark in benchmarks/, each prints a table (serving n
 
 lock: ## re-resolve the environment from pyproject.toml and rewrite constraints.txt
 	rm -rf /tmp/fraudflow-lock && $(PYTHON) -m venv /tmp/fraudflow-lock
-	/tmp/fraudflow-lock/bin/pip install --quiet --upgrade "pip==26.3" && /tmp/fraudflow-lock/bin/pip install --quiet '.[dev]'
+	/tmp/fraudflow-lock/bin/pip install --quiet --upgrade "pip==26.3" && /tmp/fraudflow-lock/bin/pip install --quiet '.[dev,production,spark]'
 	/tmp/fraudflow-lock/bin/pip freeze --exclude fraudflow > constraints.txt
 
 clean: ## remove run state (the fraudflow home), keep the environment

@@ -2,15 +2,18 @@
 
 Each stage runs in its own Python process on one fraudflow home, so its peak resident memory
 (``wait4``'s ``ru_maxrss``) is that stage's alone: simulate + land, publish to the lake (no GX:
-ingestion has its own benchmark), ``build_features`` (backfill), the Feast point-in-time
-training set (the handbook split ending on the last day), and an XGBoost fit on it.
+ingestion has its own benchmark), ``build_features`` (backfill) once per ``--engines`` entry,
+the Feast point-in-time training set (the handbook split ending on the last day), and an
+XGBoost fit on it.
 
     .venv/bin/python benchmarks/scale.py [--scales 1 5] [--days 60] [--chunk-rows 100000]
-        [--block-days 30] [--root DIR --stages "build_features (backfill)" ...]
+        [--block-days 30] [--engines local spark] [--root DIR --stages "build_features (backfill)" ...]
 
 Scale 1 is the handbook's card base (5,000 cards, 10,000 terminals); scale k multiplies both.
-Only the local engine (pandas + Feast's DuckDB offline store) exists so far; the Spark column
-the issue asks for is not built.
+Peak memory is the stage's process tree: the larger of the Python process's own peak
+(``ru_maxrss``, exact) and the sampled sum of it and its children every 0.2 s (the Spark
+engine's JVM is a child of the stage's process). The Feast training set uses the DuckDB
+offline store with either engine (Feast's Spark offline store is not wired yet).
 """
 
 from __future__ import annotations
@@ -73,20 +76,55 @@ print(len(train))
 }
 
 
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its descendants now (0 once it is gone)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        procs = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def run_stage(code: str, env: dict[str, str]) -> tuple[float, float, str]:
-    """Run ``code`` in a fresh interpreter; its wall time (s), peak RSS (GB) and last output line."""
+    """Run ``code`` in a fresh interpreter; its wall time (s), peak RSS of its process tree (GB)
+    and last output line."""
+    import threading
+
     script = "from fraudflow.settings import get_settings\nsettings = get_settings()\n" + code
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    out, err = proc.stdout.read(), proc.stderr.read()
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], env=env, cwd=REPO, stdout=out_file, stderr=err_file, text=True
+        )
+        sampled = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                sampled[0] = max(sampled[0], _tree_rss(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        sampler.join()
+        seconds = time.perf_counter() - started
+        out_file.seek(0), err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"stage failed ({proc.returncode}):\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024 / 1024, (out.strip().splitlines() or ["-"])[-1]
+    peak = max(usage.ru_maxrss * 1024, sampled[0])
+    return seconds, peak / 1024**3, (out.strip().splitlines() or ["-"])[-1]
 
 
 def main() -> None:
@@ -98,6 +136,7 @@ def main() -> None:
     parser.add_argument(
         "--stages", nargs="+", choices=list(STAGES), default=list(STAGES), help="a subset, on homes kept with --root"
     )
+    parser.add_argument("--engines", nargs="+", choices=["local", "spark"], default=["local"], help="build_features")
     parser.add_argument("--root", default=None, help="folder for the homes (default: a temp dir)")
     args = parser.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="fraudflow-bench-scale-"))
@@ -117,16 +156,21 @@ def main() -> None:
         for name, code in STAGES.items():
             if name not in args.stages:
                 continue
-            print(f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {name}", flush=True)
-            seconds, peak, out = run_stage(code.format(days=args.days, cards=cards, terminals=terminals), env)
-            rows.append((f"x{scale}", name, out, f"{seconds:.1f}", f"{peak:.2f}"))
-            print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
+            for engine in args.engines if name.startswith("build_features") else ["local"]:
+                label = f"{name} [{engine}]" if name.startswith("build_features") else name
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {label}", flush=True
+                )
+                code_env = env | {"FRAUDFLOW_ENGINE": engine}
+                seconds, peak, out = run_stage(code.format(days=args.days, cards=cards, terminals=terminals), code_env)
+                rows.append((f"x{scale}", label, out, f"{seconds:.1f}", f"{peak:.2f}"))
+                print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
     print_table(
-        f"Scale: local engine, {args.days} days, join chunk {args.chunk_rows or 'default'} rows, "
+        f"Scale: {args.days} days, join chunk {args.chunk_rows or 'default'} rows, "
         f"feature blocks of {args.block_days or 'default'} days ({os.cpu_count()} cores)",
         ("world", "stage", "rows", "seconds", "peak GB"),
         rows,
-        packages=("feast", "duckdb", "pandas", "xgboost-cpu"),
+        packages=("feast", "duckdb", "pandas", "xgboost-cpu", *(["pyspark"] if "spark" in args.engines else [])),
     )
     print(f"\nhomes: {root}")
 

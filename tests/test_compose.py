@@ -38,6 +38,8 @@ SERVICES = (
     "scoring",
     "prometheus",
     "grafana",
+    "spark-master",
+    "spark-worker",
 )
 ONE_SHOT = frozenset({"airflow-init"})  # runs to completion; every other service is long-running
 AIRFLOW = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
@@ -57,6 +59,8 @@ CONTRACT_ENV = {
     "FRAUDFLOW_SERVING_AUTOSTART": "false",
     "FRAUDFLOW_API_TOKEN": None,
     "FRAUDFLOW_ALERT_WEBHOOK_URL": None,
+    "FRAUDFLOW_ENGINE": None,
+    "FRAUDFLOW_SPARK_MASTER": "spark://spark-master:7077",
 }
 
 # (dependency, dependent, the depends_on condition required)
@@ -73,6 +77,7 @@ START_ORDER = [
     # should run (and record the target as down) meanwhile.
     ("scoring", "prometheus", "service_started"),
     ("prometheus", "grafana", "service_healthy"),
+    ("spark-master", "spark-worker", "service_healthy"),
 ]
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -89,6 +94,8 @@ HEALTH_PROBES = {
     "scoring": "http://localhost:3000/readyz",
     "prometheus": "http://localhost:9090/-/ready",
     "grafana": "http://localhost:3000/api/health",
+    "spark-master": "/dev/tcp/localhost/7077",
+    "spark-worker": "/dev/tcp/localhost/8081",
 }
 
 PUBLISHED = {"airflow-api-server": 8080, "mlflow": 5000, "scoring": 3000, "prometheus": 9090, "grafana": 3001}

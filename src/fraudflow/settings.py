@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # build_features computes blocks of at most this many days (each reads its 37 lookback days
     # too), so its peak memory follows the largest days, not the history's length.
     feature_block_days: int = Field(30, ge=1)
+    # The data plane: "local" (numpy in the task's own process) or "spark" (build_features as
+    # Spark jobs: ``spark_master`` is a cluster's spark://host:7077, or local[N], one JVM beside
+    # the task). ``spark_conf``: more Spark properties, FRAUDFLOW_SPARK_CONF='{"k": "v"}'.
+    engine: Literal["local", "spark"] = "local"
+    spark_master: str = "local[2]"
+    spark_conf: dict[str, str] = {}
     # Training
     train_schedule: str = "0 2 * * *"  # nightly, after the day's file has landed; "" turns it off
     training_deadline_seconds: int = Field(3 * 3600, ge=1)  # alert: a train_model run not done this long after queued
@@ -261,6 +267,10 @@ class Settings(BaseSettings):
     @property
     def transactions_dir(self) -> Path:
         return self.lake_dir / "transactions"
+
+    @property
+    def spark_dir(self) -> Path:  # the Spark driver's scratch space and warehouse
+        return self.root / "spark"
 
     @property
     def staging_dir(self) -> Path:

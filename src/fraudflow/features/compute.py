@@ -48,6 +48,7 @@ class FeatureBuild(BaseModel):
     days: list[dt.date]
     rows: dict[str, int]
     seconds: float
+    engine: str = "local"
 
 
 def request_time_arrays(tx_amount: np.ndarray, tx_datetime: np.ndarray) -> dict[str, np.ndarray]:
@@ -241,21 +242,19 @@ def build_features(settings: Settings, *, days: list[dt.date] | None = None, run
     37 lookback days (only the six input columns), computes one table at a time, writes each
     day with an atomic replace, then the block's manifests (input fingerprint) last. Peak
     memory follows the block's days, not the history's length; a crash keeps finished blocks.
+    ``settings.engine`` picks who computes a block: this process (``local``) or Spark
+    (:mod:`fraudflow.features.spark_engine`); both write the same partitions.
     """
     started = time.perf_counter()
     days = sorted(stale_feature_days(settings) if days is None else days)
     rows = {t: 0 for t in TABLES}
+    if settings.engine == "spark":
+        from fraudflow.features.spark_engine import build_feature_block
+    else:
+        build_feature_block = _build_feature_block
     for block in day_blocks(days, settings.feature_block_days):
-        lake = read_lake(
-            settings,
-            start=block[0] - dt.timedelta(days=LOOKBACK_DAYS),
-            end=block[-1],
-            columns=FEATURE_INPUTS,
-            arrow_strings=True,
-        )
-        for table in TABLES:
-            rows[table] += _write_feature_days(settings, table, compute_feature_table(lake, table), block)
-        del lake
+        for table, written in build_feature_block(settings, block).items():
+            rows[table] += written
         for day in block:
             path = _manifest_path(settings, day)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,15 +262,33 @@ def build_features(settings: Settings, *, days: list[dt.date] | None = None, run
                 path, lambda tmp, d=day: tmp.write_text(json.dumps({"inputs": _input_fingerprint(settings, d)}))
             )
     if not days:
-        return FeatureBuild(days=[], rows=rows, seconds=0.0)
+        return FeatureBuild(days=[], rows=rows, seconds=0.0, engine=settings.engine)
     record_lineage(
         settings,
         stage="build_features",
         run_id=run_id,
         read={"partitions": [f"transactions/date={d}" for d in days], "lookback_days": LOOKBACK_DAYS},
-        wrote={"feature_tables": list(TABLES), "days": [d.isoformat() for d in days], "rows": rows},
+        wrote={
+            "feature_tables": list(TABLES),
+            "days": [d.isoformat() for d in days],
+            "rows": rows,
+            "engine": settings.engine,
+        },
     )
-    return FeatureBuild(days=days, rows=rows, seconds=round(time.perf_counter() - started, 3))
+    return FeatureBuild(days=days, rows=rows, seconds=round(time.perf_counter() - started, 3), engine=settings.engine)
+
+
+def _build_feature_block(settings: Settings, block: list[dt.date]) -> dict[str, int]:
+    """The local engine: the block's days plus their lookback in one process (only the six
+    input columns, IDs in Arrow buffers), one table at a time; rows written per table."""
+    lake = read_lake(
+        settings,
+        start=block[0] - dt.timedelta(days=LOOKBACK_DAYS),
+        end=block[-1],
+        columns=FEATURE_INPUTS,
+        arrow_strings=True,
+    )
+    return {table: _write_feature_days(settings, table, compute_feature_table(lake, table), block) for table in TABLES}
 
 
 def _write_feature_days(settings: Settings, table: str, frame: pd.DataFrame, days: list[dt.date]) -> int:
