@@ -2,9 +2,9 @@
 
 Each stage runs in its own Python process on one fraudflow home, so its peak resident memory
 (``wait4``'s ``ru_maxrss``) is that stage's alone: simulate + land, publish to the lake (no GX:
-ingestion has its own benchmark), ``build_features`` (backfill) once per ``--engines`` entry,
-the Feast point-in-time training set (the handbook split ending on the last day), and an
-XGBoost fit on it.
+ingestion has its own benchmark), ``build_features`` (backfill) and the Feast point-in-time
+training set (the handbook split ending on the last day) once per ``--engines`` entry, and an
+XGBoost fit on the last training set.
 
     .venv/bin/python benchmarks/scale.py [--scales 1 5] [--days 60] [--chunk-rows 100000]
         [--block-days 30] [--engines local spark] [--root DIR --stages "build_features (backfill)" ...]
@@ -12,8 +12,8 @@ XGBoost fit on it.
 Scale 1 is the handbook's card base (5,000 cards, 10,000 terminals); scale k multiplies both.
 Peak memory is the stage's process tree: the larger of the Python process's own peak
 (``ru_maxrss``, exact) and the sampled sum of it and its children every 0.2 s (the Spark
-engine's JVM is a child of the stage's process). The Feast training set uses the DuckDB
-offline store with either engine (Feast's Spark offline store is not wired yet).
+engine's JVM is a child of the stage's process). ``local``: numpy features, Feast's DuckDB
+offline store; ``spark``: Spark SQL features, Feast's Spark offline store (``local[2]`` here).
 """
 
 from __future__ import annotations
@@ -76,6 +76,23 @@ print(len(train))
 }
 
 
+ENGINE_STAGES = ("build_features (backfill)", "training set (Feast point in time)")
+
+
+def stage_plan(stages: list[str], engines: list[str]) -> list[tuple[str, str]]:
+    """(stage, engine) in pipeline order; the engine stages run as a group once per engine
+    (each engine's training set reads the feature tables and registry its own build wrote)."""
+    plan: list[tuple[str, str]] = []
+    for name in STAGES:
+        if name not in stages:
+            continue
+        if name not in ENGINE_STAGES:
+            plan.append((name, "local"))
+        elif not any(n in ENGINE_STAGES for n, _ in plan):
+            plan += [(n, e) for e in engines for n in ENGINE_STAGES if n in stages]
+    return plan
+
+
 def _tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants now (0 once it is gone)."""
     import psutil
@@ -136,7 +153,7 @@ def main() -> None:
     parser.add_argument(
         "--stages", nargs="+", choices=list(STAGES), default=list(STAGES), help="a subset, on homes kept with --root"
     )
-    parser.add_argument("--engines", nargs="+", choices=["local", "spark"], default=["local"], help="build_features")
+    parser.add_argument("--engines", nargs="+", choices=["local", "spark"], default=["local"], help="data plane")
     parser.add_argument("--root", default=None, help="folder for the homes (default: a temp dir)")
     args = parser.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="fraudflow-bench-scale-"))
@@ -153,18 +170,15 @@ def main() -> None:
             env["FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS"] = str(args.chunk_rows)
         if args.block_days:
             env["FRAUDFLOW_FEATURE_BLOCK_DAYS"] = str(args.block_days)
-        for name, code in STAGES.items():
-            if name not in args.stages:
-                continue
-            for engine in args.engines if name.startswith("build_features") else ["local"]:
-                label = f"{name} [{engine}]" if name.startswith("build_features") else name
-                print(
-                    f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {label}", flush=True
-                )
-                code_env = env | {"FRAUDFLOW_ENGINE": engine}
-                seconds, peak, out = run_stage(code.format(days=args.days, cards=cards, terminals=terminals), code_env)
-                rows.append((f"x{scale}", label, out, f"{seconds:.1f}", f"{peak:.2f}"))
-                print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
+        for name, engine in stage_plan(args.stages, args.engines):
+            label = f"{name} [{engine}]" if name in ENGINE_STAGES else name
+            print(f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {label}", flush=True)
+            code_env = env | {"FRAUDFLOW_ENGINE": engine}
+            seconds, peak, out = run_stage(
+                STAGES[name].format(days=args.days, cards=cards, terminals=terminals), code_env
+            )
+            rows.append((f"x{scale}", label, out, f"{seconds:.1f}", f"{peak:.2f}"))
+            print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
     print_table(
         f"Scale: {args.days} days, join chunk {args.chunk_rows or 'default'} rows, "
         f"feature blocks of {args.block_days or 'default'} days ({os.cpu_count()} cores)",

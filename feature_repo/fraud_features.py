@@ -28,19 +28,25 @@ customer = Entity(name="customer", join_keys=["CUSTOMER_ID"], value_type=ValueTy
 # A merchant terminal: fraud risk windows are keyed on it.
 terminal = Entity(name="terminal", join_keys=["TERMINAL_ID"], value_type=ValueType.STRING)
 
-# The daily feature partitions. The format must be explicit: Feast's DuckDB store returns
-# no table (and then fails) for a path that does not end in ".parquet".
-customer_spending_source = FileSource(
-    name="customer_spending_source",
-    path=str(feature_dir(_settings, "customer") / PARTITION_GLOB / PART_FILE),
-    file_format=ParquetFormat(),
-    timestamp_field="event_timestamp",
+
+def _parquet_source(name: str, path: str):
+    """A parquet source for the engine's offline store: a FileSource for DuckDB or, with
+    FRAUDFLOW_ENGINE=spark, a SparkSource (Feast's Spark store reads no other kind). The
+    format must be explicit: Feast's DuckDB store returns no table (and then fails) for a path
+    that does not end in ".parquet"."""
+    if _settings.engine == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=name, path=path, file_format="parquet", timestamp_field="event_timestamp")
+    return FileSource(name=name, path=path, file_format=ParquetFormat(), timestamp_field="event_timestamp")
+
+
+# The daily feature partitions.
+customer_spending_source = _parquet_source(
+    "customer_spending_source", str(feature_dir(_settings, "customer") / PARTITION_GLOB / PART_FILE)
 )
-terminal_risk_source = FileSource(
-    name="terminal_risk_source",
-    path=str(feature_dir(_settings, "terminal") / PARTITION_GLOB / PART_FILE),
-    file_format=ParquetFormat(),
-    timestamp_field="event_timestamp",
+terminal_risk_source = _parquet_source(
+    "terminal_risk_source", str(feature_dir(_settings, "terminal") / PARTITION_GLOB / PART_FILE)
 )
 
 # Counts and mean amounts over 1/7/30 days, current transaction included. TTL: the longest
@@ -139,12 +145,7 @@ fraud_detection_online_v1 = FeatureService(
 # nothing is materialized from these sources, which exist because a push source needs a batch
 # source.
 def _pushed(view: str) -> PushSource:
-    archive = FileSource(
-        name=f"{view}_archive",
-        path=str(feature_dir(_settings, view) / "history.parquet"),
-        file_format=ParquetFormat(),
-        timestamp_field="event_timestamp",
-    )
+    archive = _parquet_source(f"{view}_archive", str(feature_dir(_settings, view) / "history.parquet"))
     return PushSource(name=push_source(view), batch_source=archive)
 
 

@@ -64,3 +64,45 @@ def test_spark_features_equal_the_local_engine_value_for_value(lake_home):
     assert events[-1]["stage"] == "build_features" and events[-1]["wrote"]["engine"] == "spark"
     # Nothing of the job is left outside the layout: the staging folder is removed.
     assert list((settings.spark_dir / "staging").iterdir()) == []
+
+
+def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_home, tmp_path):
+    """With FRAUDFLOW_ENGINE=spark, Feast's Spark offline store (SparkSources over the same
+    partitions) returns the DuckDB store's training rows value for value, and materializes the
+    same online rows."""
+    import shutil
+
+    from fraudflow.features.store import (
+        apply_feature_repo,
+        historical_features,
+        materialize_online,
+        online_features,
+        open_store,
+    )
+    from fraudflow.lake import read_lake
+
+    settings, days = lake_home
+    build_features(settings, days=days)
+    from fraudflow.settings import Settings
+
+    spark = Settings(home=tmp_path / "spark-home", engine="spark")
+    shutil.copytree(settings.lake_dir, spark.lake_dir)
+    transactions = read_lake(settings, start=days[-3], end=days[-1])
+    joined = {}
+    for engine, home in (("local", settings), ("spark", spark)):
+        apply_feature_repo(home)
+        joined[engine] = historical_features(home, transactions, chunk_rows=len(transactions) // 2)
+        materialize_online(home, end=dt.datetime.combine(days[-1], dt.time()) + dt.timedelta(days=1))
+    sources = {s.name: type(s).__name__ for s in open_store(spark).list_data_sources()}
+    assert sources["customer_spending_source"] == "SparkSource", sources
+    assert len(joined["local"]) == len(transactions) and joined["local"]["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].gt(1).any()
+    pd.testing.assert_frame_equal(joined["spark"], joined["local"], check_exact=True)
+    requests = [
+        {"CUSTOMER_ID": c, "TERMINAL_ID": t, "tx_amount": 12.5, "tx_datetime": "2018-05-16T10:00:00"}
+        for c, t in transactions[["CUSTOMER_ID", "TERMINAL_ID"]].head(50).itertuples(index=False)
+    ]
+    online = {
+        engine: online_features(open_store(home), requests) for engine, home in (("local", settings), ("spark", spark))
+    }
+    pd.testing.assert_frame_equal(online["spark"], online["local"], check_exact=True)
+    assert online["local"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"].notna().all()

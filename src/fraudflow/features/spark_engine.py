@@ -35,29 +35,38 @@ if TYPE_CHECKING:
 _DAY = 86_400
 
 
-def spark_session(settings: Settings) -> SparkSession:
-    """The process's Spark session for ``settings.spark_master`` (created once, then reused).
+def session_conf(settings: Settings) -> dict[str, str]:
+    """The Spark properties fraudflow runs with (Feast's Spark offline store gets the same).
 
-    Timestamps are UTC and written as parquet ``TIMESTAMP_MICROS`` (what pandas writes), and
-    the driver's scratch space and warehouse live under the home, not in /tmp or the cwd.
+    Timestamps are UTC (Feast's Spark store compares them as text in the session's zone) and
+    written as parquet ``TIMESTAMP_MICROS`` (what pandas writes); the driver's scratch space
+    and warehouse live under the home, not in /tmp or the cwd. ``spark_conf`` comes last.
     """
+    scratch = settings.spark_dir
+    return {
+        "spark.master": settings.spark_master,
+        "spark.app.name": "fraudflow",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.catalogImplementation": "in-memory",
+        "spark.sql.warehouse.dir": str(scratch / "warehouse"),
+        "spark.local.dir": str(scratch / "local"),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "8",
+        **settings.spark_conf,
+    }
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """The process's Spark session with :func:`session_conf` (created once, then reused: Feast's
+    Spark offline store takes the active session too)."""
     from pyspark.sql import SparkSession
 
-    scratch = settings.spark_dir
-    scratch.mkdir(parents=True, exist_ok=True)
-    builder = (
-        SparkSession.builder.master(settings.spark_master)
-        .appName("fraudflow")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.sql.catalogImplementation", "in-memory")
-        .config("spark.sql.warehouse.dir", str(scratch / "warehouse"))
-        .config("spark.local.dir", str(scratch / "local"))
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-    )
-    for key, value in settings.spark_conf.items():
+    settings.spark_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in session_conf(settings).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

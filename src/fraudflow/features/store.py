@@ -50,7 +50,8 @@ def repo_config(settings: Settings):
     """The store's configuration when it differs from ``feature_store.yaml`` (local profile,
     SQLite): production puts the registry on PostgreSQL (SQL registry), and either profile can
     put the online store on Redis (``FRAUDFLOW_FEAST_ONLINE_STORE=redis``, db 1 of
-    ``FRAUDFLOW_REDIS_URL``). The offline store stays DuckDB over the (shared) lake."""
+    ``FRAUDFLOW_REDIS_URL``). The offline store is DuckDB over the (shared) lake, or Feast's
+    Spark store with ``FRAUDFLOW_ENGINE=spark`` (the session fraudflow's feature build uses)."""
     from feast.repo_config import RepoConfig
 
     if settings.profile == "production":
@@ -71,10 +72,18 @@ def repo_config(settings: Settings):
         provider="local",
         registry=registry,
         online_store=online,
-        offline_store={"type": "duckdb"},
+        offline_store=_offline_store(settings),
         entity_key_serialization_version=3,
         repo_path=feature_repo_path(),
     )
+
+
+def _offline_store(settings: Settings) -> dict[str, Any]:
+    if settings.engine == "spark":
+        from fraudflow.features.spark_engine import session_conf
+
+        return {"type": "spark", "spark_conf": session_conf(settings)}
+    return {"type": "duckdb"}
 
 
 def feast_redis_connection(url: str, *, db: int) -> str:
@@ -108,7 +117,11 @@ def open_store(settings: Settings):
     _release_ibis_backend_at_exit()
     os.environ["FRAUDFLOW_HOME"] = str(settings.root)  # expanded by Feast in feature_store.yaml
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    if settings.profile == "production" or settings.online_store == "redis":
+    if settings.engine == "spark":
+        from fraudflow.features.spark_engine import spark_session
+
+        spark_session(settings)  # Feast's Spark store takes the active session
+    if settings.profile == "production" or settings.online_store == "redis" or settings.engine == "spark":
         return FeatureStore(repo_path=str(feature_repo_path()), config=repo_config(settings))
     return FeatureStore(repo_path=str(feature_repo_path()))
 
@@ -141,24 +154,35 @@ def _close_ibis_default_backend() -> None:
         gc.collect()
 
 
-def _repo_objects() -> list[Any]:
-    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource, RequestSource
+def _repo_objects(settings: Settings) -> list[Any]:
+    """The definitions in ``feature_repo/*.py``, read for ``settings.engine`` (the repo picks
+    its sources' kind by ``FRAUDFLOW_ENGINE``, set only while its modules run)."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
     from feast.on_demand_feature_view import OnDemandFeatureView
 
-    kinds = (Entity, FeatureService, FeatureView, FileSource, PushSource, RequestSource, OnDemandFeatureView)
+    kinds = (Entity, FeatureService, FeatureView, DataSource, OnDemandFeatureView)
     objects = []
-    for path in sorted(feature_repo_path().glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"fraudflow_feature_repo_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        objects += [v for v in vars(module).values() if isinstance(v, kinds)]
+    before = os.environ.get("FRAUDFLOW_ENGINE")
+    os.environ["FRAUDFLOW_ENGINE"] = settings.engine
+    try:
+        for path in sorted(feature_repo_path().glob("*.py")):
+            spec = importlib.util.spec_from_file_location(f"fraudflow_feature_repo_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            objects += [v for v in vars(module).values() if isinstance(v, kinds)]
+    finally:
+        if before is None:
+            os.environ.pop("FRAUDFLOW_ENGINE", None)
+        else:
+            os.environ["FRAUDFLOW_ENGINE"] = before
     return objects
 
 
 def apply_feature_repo(settings: Settings) -> list[str]:
     """Register the repo's definitions (``feast apply``, from Python); returns their names."""
     store = open_store(settings)
-    objects = _repo_objects()
+    objects = _repo_objects(settings)
     store.apply(objects)
     return sorted(getattr(o, "name", str(o)) for o in objects)
 
@@ -261,10 +285,23 @@ def historical_features(
     parts = []
     for chunk in _day_chunks(entities, chunk_rows or settings.offline_join_chunk_rows) or [entities]:
         joined = store.get_historical_features(entity_df=chunk, features=service).to_df()
-        joined[MODEL_INPUTS] = joined[MODEL_INPUTS].fillna(0)
-        parts.append(joined)
+        parts.append(_with_feature_types(joined))
     joined = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return joined.sort_values("TRANSACTION_ID", kind="stable").reset_index(drop=True)
+
+
+def _with_feature_types(joined: pd.DataFrame) -> pd.DataFrame:
+    """Missing windows as 0, counts as int64 and times as UTC microseconds, whichever offline
+    store joined: Feast's Spark store returns counts as float64 where a row is missing, and
+    naive nanosecond times in the session's zone (UTC)."""
+    joined[MODEL_INPUTS] = joined[MODEL_INPUTS].fillna(0)
+    counts = [c for c in MODEL_INPUTS if "_NB_TX_" in c or c in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")]
+    joined[counts] = joined[counts].astype("int64")
+    for column in ("event_timestamp", "tx_datetime"):
+        if column in joined:
+            when = joined[column]
+            joined[column] = (when.dt.tz_localize("UTC") if when.dt.tz is None else when).astype("datetime64[us, UTC]")
+    return joined
 
 
 def _day_chunks(entities: pd.DataFrame, chunk_rows: int) -> list[pd.DataFrame]:
