@@ -28,7 +28,7 @@ def lake_home(tmp_path_factory):
 
         settings = get_settings()
         history = normalise_transactions(
-            simulate_transactions(SimulationConfig(days=45, customers=300, terminals=600, seed=8))
+            simulate_transactions(SimulationConfig(days=45, customers=300, terminals=600, seed=12))
         )
         days = publish_history(settings, history)
         yield settings, days
@@ -68,8 +68,8 @@ def test_spark_features_equal_the_local_engine_value_for_value(lake_home):
 
 def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_home, tmp_path):
     """With FRAUDFLOW_ENGINE=spark, Feast's Spark offline store (SparkSources over the same
-    partitions) returns the DuckDB store's training rows value for value, and materializes the
-    same online rows."""
+    partitions) returns the DuckDB store's training rows value for value (one per transaction,
+    same-second ones included), and materializes the same online rows."""
     import shutil
 
     from fraudflow.features.store import (
@@ -87,7 +87,11 @@ def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_
 
     spark = Settings(home=tmp_path / "spark-home", engine="spark")
     shutil.copytree(settings.lake_dir, spark.lake_dir)
-    transactions = read_lake(settings, start=days[-3], end=days[-1])
+    transactions = read_lake(settings)
+    # This world has cards and terminals with two transactions in the same second: Feast's
+    # Spark store returns such entity rows twice (its row id is the join key and timestamp).
+    assert transactions.duplicated(["CUSTOMER_ID", "TX_DATETIME"]).any()
+    assert transactions.duplicated(["TERMINAL_ID", "TX_DATETIME"]).any()
     joined = {}
     for engine, home in (("local", settings), ("spark", spark)):
         apply_feature_repo(home)
@@ -96,6 +100,7 @@ def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_
     sources = {s.name: type(s).__name__ for s in open_store(spark).list_data_sources()}
     assert sources["customer_spending_source"] == "SparkSource", sources
     assert len(joined["local"]) == len(transactions) and joined["local"]["CUSTOMER_ID_NB_TX_30DAY_WINDOW"].gt(1).any()
+    assert joined["spark"]["TRANSACTION_ID"].is_unique
     pd.testing.assert_frame_equal(joined["spark"], joined["local"], check_exact=True)
     requests = [
         {"CUSTOMER_ID": c, "TERMINAL_ID": t, "tx_amount": 12.5, "tx_datetime": "2018-05-16T10:00:00"}

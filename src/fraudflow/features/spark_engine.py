@@ -55,6 +55,11 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
         "spark.sql.shuffle.partitions": "8",
+        # local[N] runs the executors inside the driver's JVM: its heap is the job's memory (the
+        # default 1g ran out joining the x10 training set). An out-of-memory JVM exits, so the
+        # task fails instead of waiting forever on a dead Spark context.
+        "spark.driver.memory": "4g",
+        "spark.driver.extraJavaOptions": "-XX:+ExitOnOutOfMemoryError",
         **settings.spark_conf,
     }
 

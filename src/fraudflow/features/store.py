@@ -155,8 +155,7 @@ def _close_ibis_default_backend() -> None:
 
 
 def _repo_objects(settings: Settings) -> list[Any]:
-    """The definitions in ``feature_repo/*.py``, read for ``settings.engine`` (the repo picks
-    its sources' kind by ``FRAUDFLOW_ENGINE``, set only while its modules run)."""
+    """``feature_repo/*.py``'s definitions for ``settings.engine`` (set while they are read)."""
     from feast import Entity, FeatureService, FeatureView
     from feast.data_source import DataSource
     from feast.on_demand_feature_view import OnDemandFeatureView
@@ -285,7 +284,7 @@ def historical_features(
     parts = []
     for chunk in _day_chunks(entities, chunk_rows or settings.offline_join_chunk_rows) or [entities]:
         joined = store.get_historical_features(entity_df=chunk, features=service).to_df()
-        parts.append(_with_feature_types(joined))
+        parts.append(_one_row_per_transaction(_with_feature_types(joined)))
     joined = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return joined.sort_values("TRANSACTION_ID", kind="stable").reset_index(drop=True)
 
@@ -301,6 +300,20 @@ def _with_feature_types(joined: pd.DataFrame) -> pd.DataFrame:
         if column in joined:
             when = joined[column]
             joined[column] = (when.dt.tz_localize("UTC") if when.dt.tz is None else when).astype("datetime64[us, UTC]")
+    return joined
+
+
+def _one_row_per_transaction(joined: pd.DataFrame) -> pd.DataFrame:
+    """Drop the copies Feast's Spark store returns of an entity row that shares its join key
+    and timestamp with another (two transactions of a card, or of a terminal, in one second):
+    its row id is only the key and the timestamp (``spark.py``'s ``entity_row_unique_id``), so
+    the final join multiplies such rows. The copies are equal (the windows count same-second
+    transactions alike); anything else is a wrong join and fails loudly."""
+    joined = joined.drop_duplicates(ignore_index=True)
+    conflicting = joined["TRANSACTION_ID"].duplicated()
+    if conflicting.any():
+        ids = joined.loc[conflicting, "TRANSACTION_ID"].head(5).tolist()
+        raise RuntimeError(f"the offline store returned different feature rows for transactions {ids}")
     return joined
 
 
