@@ -5,7 +5,8 @@ Runs whenever `ingest_transactions` publishes a day (Asset `fraudflow_lake_trans
 
 1. **compute_feature_partitions**: recomputes only the feature days whose 38 input days
    changed (new day, or a re-published earlier one) and writes
-   `lake/features/{customer,terminal}/date=<day>/` (the Feast offline store).
+   `lake/features/{customer,terminal}/date=<day>/` (the Feast offline store): in this process,
+   or as Spark jobs on `FRAUDFLOW_SPARK_MASTER` with `FRAUDFLOW_ENGINE=spark` (same files).
 2. **apply_feature_repo**: `feast apply` of `feature_repo/` (entities, views, the on-demand
    view for request-time inputs, feature service `fraud_detection_v1`).
 3. **materialize_online_store**: loads the latest values up to the newest lake day into the
