@@ -38,6 +38,20 @@ def lake_home(tmp_path_factory):
             session.stop()
 
 
+@pytest.fixture(scope="module")
+def spark_home(lake_home, tmp_path_factory):
+    """A second home on the Spark engine over a copy of the same lake (the tests compare the
+    two homes; this one keeps the Spark engine's tables and Feast registry)."""
+    import shutil
+
+    from fraudflow.settings import Settings
+
+    settings, _ = lake_home
+    spark = Settings(home=tmp_path_factory.mktemp("spark-engine") / "home", engine="spark")
+    shutil.copytree(settings.transactions_dir, spark.transactions_dir)
+    return spark
+
+
 def _tables(settings, days: list[dt.date]) -> dict[tuple[str, dt.date], pd.DataFrame]:
     return {
         (table, day): pd.read_parquet(partition_dir(feature_dir(settings, table), day) / PART_FILE)
@@ -46,32 +60,29 @@ def _tables(settings, days: list[dt.date]) -> dict[tuple[str, dt.date], pd.DataF
     }
 
 
-def test_spark_features_equal_the_local_engine_value_for_value(lake_home):
-    """Every partition the Spark engine writes (in blocks of 20 days, each reading its own 37
+def test_spark_features_equal_the_local_engine_value_for_value(lake_home, spark_home):
+    """Every partition the Spark engine writes (in blocks of 30 days, each reading its own 37
     lookback days) holds the local engine's rows in the same order, with equal values and
     types; the manifests mark the days fresh and the lineage names the engine."""
     settings, days = lake_home
     local = build_features(settings, days=days)
-    expected = _tables(settings, days)
-    spark = build_features(settings.model_copy(update={"engine": "spark", "feature_block_days": 20}), days=days)
+    spark = build_features(spark_home, days=days)
     assert spark.engine == "spark" and spark.rows == local.rows and spark.days == days
-    written = _tables(settings, days)
+    expected, written = _tables(settings, days), _tables(spark_home, days)
     for key, frame in expected.items():
         pd.testing.assert_frame_equal(written[key], frame, check_exact=True, obj=f"{key[0]} {key[1]}")
-    assert stale_feature_days(settings) == []
+    assert stale_feature_days(spark_home) == []
     assert sum(len(f) for (table, _), f in written.items() if table == "customer") == local.rows["customer"]
-    events = [json.loads(line) for line in settings.lineage_log.read_text().splitlines()]
+    events = [json.loads(line) for line in spark_home.lineage_log.read_text().splitlines()]
     assert events[-1]["stage"] == "build_features" and events[-1]["wrote"]["engine"] == "spark"
     # Nothing of the job is left outside the layout: the staging folder is removed.
-    assert list((settings.spark_dir / "staging").iterdir()) == []
+    assert list((spark_home.spark_dir / "staging").iterdir()) == []
 
 
-def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_home, tmp_path):
+def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_home, spark_home):
     """With FRAUDFLOW_ENGINE=spark, Feast's Spark offline store (SparkSources over the same
     partitions) returns the DuckDB store's training rows value for value (one per transaction,
     same-second ones included), and materializes the same online rows."""
-    import shutil
-
     from fraudflow.features.store import (
         apply_feature_repo,
         historical_features,
@@ -82,11 +93,10 @@ def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_
     from fraudflow.lake import read_lake
 
     settings, days = lake_home
-    build_features(settings, days=days)
-    from fraudflow.settings import Settings
-
-    spark = Settings(home=tmp_path / "spark-home", engine="spark")
-    shutil.copytree(settings.lake_dir, spark.lake_dir)
+    spark = spark_home
+    for home in (settings, spark):
+        if stale_feature_days(home):  # built by the test above unless run alone
+            build_features(home, days=days)
     transactions = read_lake(settings)
     # This world has cards and terminals with two transactions in the same second: Feast's
     # Spark store returns such entity rows twice (its row id is the join key and timestamp).
@@ -111,3 +121,40 @@ def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_
     }
     pd.testing.assert_frame_equal(online["spark"], online["local"], check_exact=True)
     assert online["local"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"].notna().all()
+
+
+def test_a_model_trained_through_either_engine_gets_the_same_metrics_and_verdict(lake_home, spark_home):
+    """The training path end to end on each engine (Spark's feature build and Feast's Spark
+    store against numpy and DuckDB): the same training and test rows, so the same XGBoost
+    model, the same test metrics and the same gate verdict."""
+    from fraudflow.features.store import apply_feature_repo
+    from fraudflow.training.gate import GateConfig, evaluate_gate
+    from fraudflow.training.train import train_candidate
+    from fraudflow.training.training_set import build_training_set
+
+    settings, days = lake_home
+    outcome = {}
+    for engine, home in (("local", settings), ("spark", spark_home)):
+        if stale_feature_days(home):  # built by the first test unless run alone
+            build_features(home, days=days)
+        apply_feature_repo(home)
+        training_set = build_training_set(home, run_date=days[-1], run_id=f"engines-{engine}", reason="test")
+        run = train_candidate(home, candidate="xgboost", training_set=training_set, params={"n_estimators": 50})
+        test = pd.read_parquet(training_set.test_path)
+        verdict = evaluate_gate(
+            candidate="xgboost",
+            frame=test,
+            challenger_scores=pd.read_parquet(run.scores_path)["score"].to_numpy(),
+            champion_scores=None,
+            # floors for a 300-card world (the defaults, AP 0.50 / AUC 0.80, are for the handbook's size)
+            config=GateConfig.from_settings(home).model_copy(
+                update={"min_average_precision": 0.4, "min_auc_roc": 0.75}
+            ),
+        )
+        outcome[engine] = (pd.read_parquet(training_set.train_path), test, run.metrics, verdict)
+    (train, test, metrics, verdict), spark_outcome = outcome["local"], outcome["spark"]
+    pd.testing.assert_frame_equal(spark_outcome[0], train, check_exact=True)
+    pd.testing.assert_frame_equal(spark_outcome[1], test, check_exact=True)
+    assert spark_outcome[2] == metrics
+    assert spark_outcome[3].model_dump() == verdict.model_dump()
+    assert verdict.passed, verdict.reason
