@@ -157,7 +157,7 @@ def _close_ibis_default_backend() -> None:
 def _repo_objects(settings: Settings) -> list[Any]:
     """``feature_repo/*.py``'s definitions for ``settings.engine`` (set while they are read)."""
     from feast import Entity, FeatureService, FeatureView
-    from feast.data_source import DataSource
+    from feast.data_source import DataSource  # FileSource, SparkSource, PushSource, RequestSource
     from feast.on_demand_feature_view import OnDemandFeatureView
 
     kinds = (Entity, FeatureService, FeatureView, DataSource, OnDemandFeatureView)
@@ -290,9 +290,8 @@ def historical_features(
 
 
 def _with_feature_types(joined: pd.DataFrame) -> pd.DataFrame:
-    """Missing windows as 0, counts as int64 and times as UTC microseconds, whichever offline
-    store joined: Feast's Spark store returns counts as float64 where a row is missing, and
-    naive nanosecond times in the session's zone (UTC)."""
+    """Missing windows as 0, counts int64, times UTC microseconds, whichever store joined (Feast's
+    Spark store gives float64 counts where a row is missing, naive ns times in the session zone)."""
     joined[MODEL_INPUTS] = joined[MODEL_INPUTS].fillna(0)
     counts = [c for c in MODEL_INPUTS if "_NB_TX_" in c or c in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")]
     joined[counts] = joined[counts].astype("int64")
@@ -304,11 +303,12 @@ def _with_feature_types(joined: pd.DataFrame) -> pd.DataFrame:
 
 
 def _one_row_per_transaction(joined: pd.DataFrame) -> pd.DataFrame:
-    """Drop the copies Feast's Spark store returns of an entity row that shares its join key
-    and timestamp with another (two transactions of a card, or of a terminal, in one second):
-    its row id is only the key and the timestamp (``spark.py``'s ``entity_row_unique_id``), so
-    the final join multiplies such rows. The copies are equal (the windows count same-second
-    transactions alike); anything else is a wrong join and fails loudly."""
+    """Drop the copies Feast's Spark store returns of an entity row sharing its join key and
+    timestamp with another (two transactions of a card or terminal in one second: its row id,
+    ``entity_row_unique_id`` in ``spark.py``, is only those). The copies are equal (windows count
+    same-second transactions alike); anything else is a wrong join and fails loudly."""
+    if joined["TRANSACTION_ID"].is_unique:  # the usual case: one column read, no copy
+        return joined
     joined = joined.drop_duplicates(ignore_index=True)
     conflicting = joined["TRANSACTION_ID"].duplicated()
     if conflicting.any():
