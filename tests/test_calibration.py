@@ -111,3 +111,75 @@ def test_the_threshold_is_the_best_f1_of_the_calibrated_out_of_sample_scores(wor
         out_of_sample[held] = spec.predict_proba(model, train.loc[held, MODEL_INPUTS])
     assert run.threshold == pytest.approx(best_threshold(y, run.calibration.apply(out_of_sample)))
     assert 0 < run.threshold < 1 and np.isfinite(run.test_ece)
+
+
+def test_sampled_negatives_are_weighted_back_to_the_real_base_rate(world, tmp_path):
+    """A training window over FRAUDFLOW_TRAINING_MAX_TRAIN_ROWS keeps every fraud and a hashed
+    fifth of the rest (build_training_set, the real producer); the same test week, whole. The
+    model's ranking on it is the unsampled model's within sampling noise, and its calibrated
+    probabilities keep the real base rate because the calibration weighs each sampled negative
+    by 1 / rate. The failing case: the same sample with its weights dropped over-states them."""
+    from fraudflow.training.sampling import SAMPLE_WEIGHT
+    from fraudflow.training.training_set import build_training_set
+
+    settings, full = world
+    bound = full.train_rows // 5
+    sampled = build_training_set(
+        settings.model_copy(update={"training_max_train_rows": bound}),
+        run_date=full.window.test_end,
+        run_id="calibration-sampled",
+        reason="test",
+    )
+    record = sampled.sampling
+    assert record is not None and 0.1 < record.rate < 0.25 and record.max_train_rows == bound
+    assert (record.positives, record.negatives) == (full.train_frauds, full.train_rows - full.train_frauds)
+    assert abs(sampled.train_rows - bound) < 5 * np.sqrt(bound)  # a hash, so near the bound, not on it
+    assert (
+        sampled.train_frauds == full.train_frauds
+        and sampled.removed_known_compromised == full.removed_known_compromised
+    )
+
+    train, every = pd.read_parquet(sampled.train_path), pd.read_parquet(full.train_path)
+    pd.testing.assert_frame_equal(pd.read_parquet(sampled.test_path), pd.read_parquet(full.test_path))
+    weights = train.groupby(LABEL)[SAMPLE_WEIGHT].unique()
+    assert list(weights[1]) == [1.0] and list(weights[0]) == [pytest.approx(1 / record.rate)]
+    assert train[SAMPLE_WEIGHT].sum() == pytest.approx(full.train_rows, rel=0.05)
+    # Sampling picks rows, it does not change their point-in-time features.
+    same = every.set_index("TRANSACTION_ID").loc[train["TRANSACTION_ID"]].reset_index()
+    pd.testing.assert_frame_equal(train.drop(columns=SAMPLE_WEIGHT), same[train.columns.drop(SAMPLE_WEIGHT)])
+    # The same window samples the same rows on a rerun.
+    again = build_training_set(
+        settings.model_copy(update={"training_max_train_rows": bound}),
+        run_date=full.window.test_end,
+        run_id="calibration-sampled-again",
+        reason="test",
+    )
+    assert pd.read_parquet(again.train_path)["TRANSACTION_ID"].tolist() == train["TRANSACTION_ID"].tolist()
+
+    unsampled, weighted = _train(settings, full), _train(settings, sampled)
+    assert weighted.metrics.average_precision == pytest.approx(unsampled.metrics.average_precision, abs=0.05)
+    assert weighted.metrics.auc_roc == pytest.approx(unsampled.metrics.auc_roc, abs=0.03)
+    test_rate = pd.read_parquet(full.test_path)[LABEL].mean()
+
+    def mean_probability(run) -> float:
+        return float(pd.read_parquet(run.scores_path)["score"].mean())
+
+    assert mean_probability(weighted) == pytest.approx(mean_probability(unsampled), rel=0.3)
+    assert abs(mean_probability(weighted) - test_rate) < abs(mean_probability(unsampled) - test_rate) + 0.01
+
+    folder = tmp_path / "unweighted"
+    shutil.copytree(sampled.folder, folder)
+    unweighted_set = sampled.model_copy(update={"folder": str(folder)})
+    pd.read_parquet(unweighted_set.train_path).drop(columns=SAMPLE_WEIGHT).to_parquet(
+        unweighted_set.train_path, index=False
+    )
+    unweighted = _train(settings, unweighted_set)
+    assert unweighted.metrics.average_precision == pytest.approx(weighted.metrics.average_precision)
+    assert mean_probability(unweighted) > 2 * mean_probability(weighted)
+
+    def flagged(run) -> float:
+        return float((pd.read_parquet(run.scores_path)["score"] >= run.threshold).mean())
+
+    # The operating threshold: the unsampled model's alert volume, and about twice it unweighted.
+    assert flagged(weighted) == pytest.approx(flagged(unsampled), rel=0.3)
+    assert flagged(unweighted) > 1.5 * flagged(weighted)

@@ -277,3 +277,55 @@ def test_the_ensemble_is_judged_on_the_selection_folds_and_loads_as_one_model(tr
     pyfunc = mlflow.pyfunc.load_model(run.model_uri)
     rows = test[MODEL_INPUTS].head(50).astype(np.float32)  # the logged signature's dtype
     np.testing.assert_allclose(np.asarray(pyfunc.predict(rows)), mean[:50], rtol=1e-5)
+
+
+def test_a_window_over_the_row_bound_trains_on_sampled_negatives_and_records_it(trained_home, monkeypatch):
+    """FRAUDFLOW_TRAINING_MAX_TRAIN_ROWS below the training window's size, through the DAG: the
+    window keeps every fraud and a hashed share of the rest, the refit window the same share,
+    the test week stays whole; the rate is on the parent run, in the lineage and in the
+    registered version's model card, and the drift reference is a uniform share of the refit
+    rows (frauds not over-represented)."""
+    from fraudflow.features.compute import LABEL
+    from fraudflow.lineage import read_lineage
+    from fraudflow.monitoring.drift import load_reference
+    from fraudflow.training.refit import REFIT_FILE
+    from fraudflow.training.sampling import SAMPLE_WEIGHT
+    from fraudflow.training.training_set import build_training_set
+
+    settings = trained_home
+    full = build_training_set(settings, run_date=LAST_DAY, run_id="unsampled-reference", reason="test")
+    assert full.sampling is None  # the default bound (1,000,000 rows) is far above this world
+    monkeypatch.setenv("FRAUDFLOW_TRAINING_MAX_TRAIN_ROWS", str(full.train_rows // 3))
+    monkeypatch.setenv("FRAUDFLOW_SELECTION_TRIALS", "0")
+    # This test is about the record, not about beating the champion other tests registered.
+    monkeypatch.setenv("FRAUDFLOW_GATE_AP_TOLERANCE", "1")
+    monkeypatch.setenv("FRAUDFLOW_GATE_SLICE_TOLERANCE", "1")
+    outcome = run_dag(load_dag("train_model"), conf={"candidate_params": FAST, "reason": "sampled"})
+    assert outcome.state == "success", outcome
+
+    client = _client(settings)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
+    (parent,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{tags.REASON}` = 'sampled'", max_results=1
+    )
+    rate = float(parent.data.params["sampling.rate"])
+    assert 0.2 < rate < 0.45 and parent.data.params["sampling.max_train_rows"] == str(full.train_rows // 3)
+    assert parent.data.tags[tags.GATE] == "passed", parent.data.tags.get(tags.GATE_REASON)
+    challenger = registry.version_by_alias(settings, registry.CHALLENGER)
+    folder = Path(challenger.tags[tags.TRAINING_SET])
+    train, test = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "test.parquet")
+    assert train[LABEL].sum() == full.train_frauds and len(train) < full.train_rows / 2
+    pd.testing.assert_frame_equal(test, pd.read_parquet(full.test_path))
+    np.testing.assert_allclose(train.loc[train[LABEL] == 0, SAMPLE_WEIGHT], 1 / rate)
+
+    refit = pd.read_parquet(folder / REFIT_FILE)  # the registered model: sampled at the same rate
+    np.testing.assert_allclose(refit.loc[refit[LABEL] == 0, SAMPLE_WEIGHT], 1 / rate)
+    reference, _ = load_reference(challenger)
+    assert reference[LABEL].mean() < refit[LABEL].mean()  # frauds back to their share of the window
+    assert len(reference) == pytest.approx(rate * refit[SAMPLE_WEIGHT].sum(), rel=0.2)
+
+    built = [e for e in read_lineage(settings, stage="build_training_set") if e["wrote"].get("sampling")]
+    assert built and built[-1]["wrote"]["sampling"]["rate"] == pytest.approx(rate)
+    card = Path(challenger.tags[tags.MODEL_CARD]).read_text()
+    assert "**negatives sampled**" in card and f"(rate {rate:.4f}" in card
+    assert "the refit window was sampled at the same rate" in card and "The test window was not sampled" in card

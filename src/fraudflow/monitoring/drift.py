@@ -38,6 +38,7 @@ from fraudflow.registry import CHAMPION, VersionRef, version_by_alias
 from fraudflow.settings import Settings
 from fraudflow.tracking import MONITORING_EXPERIMENT, configure_mlflow
 from fraudflow.training.refit import REFIT_FILE
+from fraudflow.training.sampling import unbiased_rows
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def score_frame(champion: VersionRef, frame: pd.DataFrame) -> np.ndarray:
 def load_reference(champion: VersionRef) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The champion's training-set snapshot: (train rows, held-out test rows).
 
-    Inputs are compared with the rows it was trained on; its scores with its scores on the
+    Inputs are compared with the rows it was trained on (their uniform share, if the window's
+    negatives were sampled); its scores with its scores on the
     held-out rows (in-sample scores are more confident than any live score would be).
     """
     folder = champion.tags.get(tags.TRAINING_SET)
@@ -85,7 +87,7 @@ def load_reference(champion: VersionRef) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"(tag fraudflow.training_set={folder!r}): cannot build the drift reference"
         )
     trained_on = Path(folder) / (REFIT_FILE if tags.REFIT_OF in champion.tags else "train.parquet")
-    return pd.read_parquet(trained_on), pd.read_parquet(Path(folder) / "test.parquet")
+    return unbiased_rows(pd.read_parquet(trained_on)), pd.read_parquet(Path(folder) / "test.parquet")
 
 
 def reference_scores(champion: VersionRef, test_ref: pd.DataFrame) -> np.ndarray:

@@ -46,6 +46,7 @@ _MD = """# Model card: {{ v.name }} v{{ v.version }}
 ## Data
 - Training window: {{ t.window.train_start }} to {{ t.window.train_end }} ({{ t.train_rows }} transactions, {{ t.train_frauds }} frauds)
 - Label-delay gap: {{ t.window.delay_days }} days
+- Training sample: {% if t.sampling %}**negatives sampled**, the window had more than {{ t.sampling.max_train_rows }} transactions: {{ t.sampling.describe() }}. The fit saw the sample unweighted; the calibration, threshold and validation Brier/ECE weigh each sampled transaction by {{ "%.3f"|format(t.sampling.weight) }}{% if refit %}, and the refit window was sampled at the same rate{% endif %}. The test window was not sampled.{% else %}every transaction of the window (no sampling).{% endif %}
 {% if refit %}- **Registered model refit** on the freshest labelled days {{ refit.window_start }} to {{ refit.window_end }} ({{ refit.rows }} transactions, {{ refit.frauds }} frauds) with the judged model's family and parameters; the metrics, slices and gate checks below are the judged model's (trained on the training window above), since the refit has no held-out week of its own.
 {% endif %}
 - Test window: {{ t.window.test_start }} to {{ t.window.test_end }} ({{ t.test_rows }} transactions, {{ t.test_frauds }} frauds; {{ t.removed_known_compromised }} transactions of already-known compromised cards removed)

@@ -135,7 +135,7 @@ def _fold_frames(
             train, valid = (pd.read_parquet(p) for p in paths)
         else:
             try:
-                train, valid, _ = _point_in_time_split(settings, fold)
+                train, valid, _, _ = _point_in_time_split(settings, fold)
             except TrainingSetRejected:
                 continue  # before the lake's first day
             for frame, path in zip((train, valid), paths, strict=True):  # atomic: a parallel family may read

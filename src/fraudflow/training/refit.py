@@ -6,6 +6,7 @@ is exactly what the model must learn from, yet the judged model saw it only as t
 drift-fired retraining would ship a model that hardly knows the new regime. So the registered
 version is the same family with the same parameters refit on the newest ``train_days`` of
 labelled data, ending where the test window ends (the label-delay boundary of the protocol).
+When the training window's negatives were sampled, the refit window's are, at the same rate.
 
 The refit has no held-out week of its own. It keeps what the gate measured on the judged model:
 the metrics, the calibration and the operating threshold (both fit on the judged model's
@@ -29,6 +30,7 @@ from fraudflow.lake import read_lake
 from fraudflow.lineage import record_lineage
 from fraudflow.settings import Settings
 from fraudflow.tracking import configure_mlflow
+from fraudflow.training.sampling import SAMPLE_WEIGHT, keep_mask, sample_weights
 from fraudflow.training.train import CandidateRun
 from fraudflow.training.training_set import TrainingSet, TrainingSetRejected
 
@@ -78,7 +80,11 @@ def refit_candidate(
     rows = read_lake(settings, start=start, end=end)
     if rows.empty or not rows[LABEL].any():
         raise TrainingSetRejected(f"nothing to refit on between {start} and {end} (no transaction or no fraud)")
+    sampling = training_set.sampling  # the judged model's rate: its calibration assumes that sample
+    if sampling is not None:
+        rows = rows[keep_mask(rows, sampling.rate)]
     frame = historical_features(settings, rows)
+    frame[SAMPLE_WEIGHT] = sample_weights(frame, sampling)
     frame.to_parquet(Path(training_set.folder) / REFIT_FILE, index=False)  # the drift reference of this model
     spec = CANDIDATES[judged.candidate]
     started = time.perf_counter()

@@ -26,6 +26,7 @@ from fraudflow.lineage import record_lineage
 from fraudflow.schema import LABEL_DELAY_DAYS
 from fraudflow.settings import Settings
 from fraudflow.tracking import configure_mlflow, git_commit
+from fraudflow.training.sampling import SAMPLE_WEIGHT, NegativeSampling, sample_negatives, sample_weights, sampling_rate
 
 
 class TrainingSetRejected(ValueError):
@@ -57,6 +58,7 @@ class TrainingSet(BaseModel):
     parent_run_id: str
     reason: str = "scheduled"
     trigger: dict[str, Any] = Field(default_factory=dict)  # monitor_drift's failed checks and report
+    sampling: NegativeSampling | None = None  # the train window's negatives, when it was too large
 
     @property
     def train_path(self) -> Path:
@@ -151,12 +153,14 @@ def build_training_set(
         TrainingSetRejected: the lake holds no published transaction in the window.
     """
     window = window or training_window(run_date)
-    train, test, removed = _point_in_time_split(settings, window)
+    train, test, removed, sampling = _point_in_time_split(settings, window)
     folder = _write_snapshot(settings, run_id, train, test)
     lineage = _lake_lineage(settings, window)
     trigger = {k: v for k, v in (trigger or {}).items() if v}
     run_tags = _parent_run_tags(run_id, reason, trigger)
-    parent_run_id = _open_parent_run(settings, f"train_model {run_date}", run_tags, window, train, test, lineage)
+    parent_run_id = _open_parent_run(
+        settings, f"train_model {run_date}", run_tags, window, train, test, lineage, sampling
+    )
     training_set = TrainingSet(
         window=window,
         folder=str(folder),
@@ -171,17 +175,21 @@ def build_training_set(
         parent_run_id=parent_run_id,
         reason=reason,
         trigger=trigger,
+        sampling=sampling,
     )
     _record_snapshot(settings, run_id, training_set, lineage)
     return training_set
 
 
-def _point_in_time_split(settings: Settings, window: TrainingWindow) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Train and test rows with their point-in-time features, and how many test transactions
-    were dropped as known compromised.
+def _point_in_time_split(
+    settings: Settings, window: TrainingWindow
+) -> tuple[pd.DataFrame, pd.DataFrame, int, NegativeSampling | None]:
+    """Train and test rows with their point-in-time features, how many test transactions were
+    dropped as known compromised, and how the train rows' negatives were sampled (if they were).
 
-    Known-compromised cards leave the test transactions before the Feast join, so only the
-    rows that are kept are looked up.
+    Known-compromised cards leave the test transactions, and unsampled negatives the train
+    transactions, before the Feast join, so only the rows that are kept are looked up. Train
+    rows carry ``SAMPLE_WEIGHT``.
 
     Raises:
         TrainingSetRejected: the lake holds no published transaction in the window.
@@ -193,11 +201,17 @@ def _point_in_time_split(settings: Settings, window: TrainingWindow) -> tuple[pd
     in_train = (day >= window.train_start) & (day <= window.train_end)
     in_test = (day >= window.test_start) & (day <= window.test_end)
     test_tx = remove_known_compromised(labelled[in_test], labelled, window)
-    joined = historical_features(settings, pd.concat([labelled[in_train], test_tx], ignore_index=True))
+    train_tx = labelled[in_train]
+    rate = sampling_rate(train_tx[LABEL], settings.training_max_train_rows)
+    train_tx, sampling = sample_negatives(train_tx, rate, max_train_rows=settings.training_max_train_rows)
+    removed = int(in_test.sum() - len(test_tx))
+    joined = historical_features(settings, pd.concat([train_tx, test_tx], ignore_index=True))
+    del labelled, train_tx, test_tx  # the join's rows are all that is needed from here
     joined_day = joined["event_timestamp"].dt.date
     train = joined[joined_day <= window.train_end].reset_index(drop=True)
+    train[SAMPLE_WEIGHT] = sample_weights(train, sampling)
     test = joined[joined_day >= window.test_start].reset_index(drop=True)
-    return train, test, int(in_test.sum() - len(test_tx))
+    return train, test, removed, sampling
 
 
 def _write_snapshot(settings: Settings, run_id: str | None, train: pd.DataFrame, test: pd.DataFrame) -> Path:
@@ -245,6 +259,7 @@ def _open_parent_run(
     train: pd.DataFrame,
     test: pd.DataFrame,
     lineage: dict[str, Any],
+    sampling: NegativeSampling | None,
 ) -> str:
     """Start and end the MLflow parent run the candidates nest under, with the window, the
     sizes and ``lineage.json``; its run id."""
@@ -254,6 +269,8 @@ def _open_parent_run(
     with mlflow.start_run(run_name=run_name, tags=run_tags) as parent:
         mlflow.log_params({f"window.{k}": str(v) for k, v in window.model_dump().items()})
         mlflow.log_params({"train_rows": len(train), "test_rows": len(test), "features": ",".join(MODEL_INPUTS)})
+        if sampling is not None:
+            mlflow.log_params({f"sampling.{k}": v for k, v in sampling.model_dump().items()})
         mlflow.log_dict(lineage, "lineage.json")
     return parent.info.run_id
 
@@ -276,6 +293,7 @@ def _record_snapshot(
             "training_set": training_set.folder,
             "mlflow_parent_run": training_set.parent_run_id,
             "fingerprint": training_set.fingerprint,
+            "sampling": training_set.sampling.model_dump() if training_set.sampling else None,
         },
     )
 

@@ -13,6 +13,10 @@ those out-of-sample scores:
   probability and ranks exactly as the raw score does;
 - the operating threshold is the best F1 of the calibrated validation scores.
 
+A training window whose negatives were sampled (:mod:`fraudflow.training.sampling`) carries
+``SAMPLE_WEIGHT``: the calibration, the threshold's F1 counts and the Brier/ECE use it, so the
+probabilities and the alert volume are those of the real base rate, not the sample's.
+
 Brier score and expected calibration error are reported before and after, on the
 out-of-sample scores and (by the caller) on the test window, where the calibration was not fit.
 When a block's other days hold no fraud (a very small world) there is nothing to fit: the model
@@ -29,6 +33,7 @@ from pydantic import BaseModel
 
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
 from fraudflow.models.calibration import Calibration, brier_score, expected_calibration_error, fit_platt
+from fraudflow.training.sampling import SAMPLE_WEIGHT
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -45,12 +50,14 @@ class ValidationFit(BaseModel):
     reason: str = ""
 
 
-def best_threshold(y: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold with the best F1 on ``(y, scores)``."""
+def best_threshold(y: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The score threshold with the best F1 on ``(y, scores)``, each row counted ``weights``
+    times (a sampled negative stands for ``1 / rate`` transactions)."""
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(y[order])
-    precision = tp / np.arange(1, len(y) + 1)
-    recall = tp / max(1, y.sum())
+    tp = np.cumsum((w * y)[order])
+    precision = tp / np.cumsum(w[order]) if len(y) else tp
+    recall = tp / max(1.0, float((w * y).sum()))
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
     return float(scores[order][int(np.argmax(f1))]) if len(y) else DEFAULT_THRESHOLD
 
@@ -60,6 +67,7 @@ def fit_on_validation(spec: Any, train: pd.DataFrame, params: dict[str, Any] | N
     days = sorted(train["TX_TIME_DAYS"].unique())
     groups = [list(g) for g in np.array_split(np.array(days), min(blocks, len(days))) if len(g)]
     y = train[LABEL].to_numpy()
+    w = train[SAMPLE_WEIGHT].to_numpy() if SAMPLE_WEIGHT in train else None
     common = {"validation_days": [int(d) for d in days], "validation_rows": len(train)}
     raw = np.full(len(train), np.nan)
     for group in groups:
@@ -73,16 +81,16 @@ def fit_on_validation(spec: Any, train: pd.DataFrame, params: dict[str, Any] | N
         reason = "no fraud in the training window or a single day: uncalibrated, threshold 0.5"
         return ValidationFit(calibration=None, threshold=DEFAULT_THRESHOLD, reason=reason, **common)
     try:
-        calibration = fit_platt(y, raw)
+        calibration = fit_platt(y, raw, w)
     except ValueError as exc:
-        return ValidationFit(calibration=None, threshold=best_threshold(y, raw), reason=str(exc), **common)
+        return ValidationFit(calibration=None, threshold=best_threshold(y, raw, w), reason=str(exc), **common)
     calibrated = calibration.apply(raw)
     return ValidationFit(
         calibration=calibration,
-        threshold=best_threshold(y, calibrated),
-        brier_raw=brier_score(y, raw),
-        brier_calibrated=brier_score(y, calibrated),
-        ece_raw=expected_calibration_error(y, raw),
-        ece_calibrated=expected_calibration_error(y, calibrated),
+        threshold=best_threshold(y, calibrated, w),
+        brier_raw=brier_score(y, raw, w),
+        brier_calibrated=brier_score(y, calibrated, w),
+        ece_raw=expected_calibration_error(y, raw, weights=w),
+        ece_calibrated=expected_calibration_error(y, calibrated, weights=w),
         **common,
     )
