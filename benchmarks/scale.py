@@ -4,10 +4,12 @@ Each stage runs in its own Python process on one fraudflow home, so its peak res
 (``wait4``'s ``ru_maxrss``) is that stage's alone: simulate + land, publish to the lake (no GX:
 ingestion has its own benchmark), ``build_features`` (backfill) and the Feast point-in-time
 training set (the handbook split ending on the last day) once per ``--engines`` entry, and an
-XGBoost fit on the last training set.
+XGBoost fit on the last training set, scored on its test week (AP). ``--max-train-rows``
+bounds the training window (negatives sampled above it; 0 never samples).
 
     .venv/bin/python benchmarks/scale.py [--scales 1 5] [--days 60] [--chunk-rows 100000]
-        [--block-days 30] [--engines local spark] [--root DIR --stages "build_features (backfill)" ...]
+        [--block-days 30] [--max-train-rows 0] [--engines local spark]
+        [--root DIR --stages "build_features (backfill)" ...]
 
 Scale 1 is the handbook's card base (5,000 cards, 10,000 terminals); scale k multiplies both.
 Peak memory is the stage's process tree: the larger of the Python process's own peak
@@ -66,12 +68,17 @@ print(ts.train_rows + ts.test_rows)
 """,
     "train xgboost": """
 import pandas as pd
+from sklearn.metrics import average_precision_score
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
 from fraudflow.models.candidates import CANDIDATES
-folder = sorted((settings.root / "training").iterdir())[-1]
+folder = max((settings.root / "training").iterdir(), key=lambda p: p.stat().st_mtime)
 train = pd.read_parquet(folder / "train.parquet")
-CANDIDATES["xgboost"].fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), {{}})
-print(len(train))
+spec = CANDIDATES["xgboost"]
+model = spec.fit(train[MODEL_INPUTS], train[LABEL].to_numpy(), {{}})
+del train
+test = pd.read_parquet(folder / "test.parquet", columns=[*MODEL_INPUTS, LABEL])
+ap = average_precision_score(test[LABEL], spec.predict_proba(model, test[MODEL_INPUTS]))
+print(f"{{model.n_features_in_}} inputs, test AP {{ap:.4f}} on {{len(test):,}}")
 """,
 }
 
@@ -153,6 +160,9 @@ def main() -> None:
     parser.add_argument(
         "--stages", nargs="+", choices=list(STAGES), default=list(STAGES), help="a subset, on homes kept with --root"
     )
+    parser.add_argument(
+        "--max-train-rows", type=int, default=None, help="FRAUDFLOW_TRAINING_MAX_TRAIN_ROWS (0: never sample)"
+    )
     parser.add_argument("--engines", nargs="+", choices=["local", "spark"], default=["local"], help="data plane")
     parser.add_argument("--root", default=None, help="folder for the homes (default: a temp dir)")
     args = parser.parse_args()
@@ -170,6 +180,8 @@ def main() -> None:
             env["FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS"] = str(args.chunk_rows)
         if args.block_days:
             env["FRAUDFLOW_FEATURE_BLOCK_DAYS"] = str(args.block_days)
+        if args.max_train_rows is not None:
+            env["FRAUDFLOW_TRAINING_MAX_TRAIN_ROWS"] = str(args.max_train_rows)
         for name, engine in stage_plan(args.stages, args.engines):
             label = f"{name} [{engine}]" if name in ENGINE_STAGES else name
             print(f"[{time.strftime('%H:%M:%S')}] x{scale} ({cards:,} cards, {args.days} days): {label}", flush=True)
@@ -181,7 +193,8 @@ def main() -> None:
             print(f"    {seconds:.1f} s, peak {peak:.2f} GB, {out}", flush=True)
     print_table(
         f"Scale: {args.days} days, join chunk {args.chunk_rows or 'default'} rows, "
-        f"feature blocks of {args.block_days or 'default'} days ({os.cpu_count()} cores)",
+        f"feature blocks of {args.block_days or 'default'} days, training rows bound "
+        f"{'default' if args.max_train_rows is None else args.max_train_rows} ({os.cpu_count()} cores)",
         ("world", "stage", "rows", "seconds", "peak GB"),
         rows,
         packages=("feast", "duckdb", "pandas", "xgboost-cpu", *(["pyspark"] if "spark" in args.engines else [])),

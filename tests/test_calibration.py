@@ -120,7 +120,7 @@ def test_sampled_negatives_are_weighted_back_to_the_real_base_rate(world, tmp_pa
     probabilities keep the real base rate because the calibration weighs each sampled negative
     by 1 / rate. The failing case: the same sample with its weights dropped over-states them."""
     from fraudflow.training.sampling import SAMPLE_WEIGHT
-    from fraudflow.training.training_set import build_training_set
+    from fraudflow.training.training_set import TrainingSetRejected, build_training_set
 
     settings, full = world
     bound = full.train_rows // 5
@@ -155,6 +155,14 @@ def test_sampled_negatives_are_weighted_back_to_the_real_base_rate(world, tmp_pa
         reason="test",
     )
     assert pd.read_parquet(again.train_path)["TRANSACTION_ID"].tolist() == train["TRANSACTION_ID"].tolist()
+    # A bound under the window's frauds cannot be met by sampling negatives: refused, naming it.
+    with pytest.raises(TrainingSetRejected, match="FRAUDFLOW_TRAINING_MAX_TRAIN_ROWS"):
+        build_training_set(
+            settings.model_copy(update={"training_max_train_rows": full.train_frauds // 2}),
+            run_date=full.window.test_end,
+            run_id="calibration-refused",
+            reason="test",
+        )
 
     unsampled, weighted = _train(settings, full), _train(settings, sampled)
     assert weighted.metrics.average_precision == pytest.approx(unsampled.metrics.average_precision, abs=0.05)

@@ -40,6 +40,7 @@ SERVICES = (
     "grafana",
     "spark-master",
     "spark-worker",
+    "spark-connect",
 )
 ONE_SHOT = frozenset({"airflow-init"})  # runs to completion; every other service is long-running
 AIRFLOW = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
@@ -60,7 +61,7 @@ CONTRACT_ENV = {
     "FRAUDFLOW_API_TOKEN": None,
     "FRAUDFLOW_ALERT_WEBHOOK_URL": None,
     "FRAUDFLOW_ENGINE": None,
-    "FRAUDFLOW_SPARK_MASTER": "spark://spark-master:7077",
+    "FRAUDFLOW_SPARK_MASTER": "sc://spark-connect:15002",
 }
 
 # (dependency, dependent, the depends_on condition required)
@@ -78,6 +79,7 @@ START_ORDER = [
     ("scoring", "prometheus", "service_started"),
     ("prometheus", "grafana", "service_healthy"),
     ("spark-master", "spark-worker", "service_healthy"),
+    ("spark-worker", "spark-connect", "service_healthy"),
 ]
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -96,6 +98,7 @@ HEALTH_PROBES = {
     "grafana": "http://localhost:3000/api/health",
     "spark-master": "/dev/tcp/localhost/7077",
     "spark-worker": "/dev/tcp/localhost/8081",
+    "spark-connect": "/dev/tcp/localhost/15002",
 }
 
 PUBLISHED = {"airflow-api-server": 8080, "mlflow": 5000, "scoring": 3000, "prometheus": 9090, "grafana": 3001}

@@ -158,3 +158,51 @@ def test_a_model_trained_through_either_engine_gets_the_same_metrics_and_verdict
     assert spark_outcome[2] == metrics
     assert spark_outcome[3].model_dump() == verdict.model_dump()
     assert verdict.passed, verdict.reason
+
+
+def test_through_spark_connect_the_task_holds_no_driver_and_gets_the_same_features_and_join(
+    lake_home, tmp_path_factory
+):
+    """FRAUDFLOW_SPARK_MASTER=sc://host:port: the feature build and Feast's Spark point-in-time
+    join run in a Spark Connect server (started here, as a team runs one beside its cluster).
+    The calling process, the Airflow task, is a gRPC client with no Spark driver of its own,
+    and gets the local engine's partitions and DuckDB's join, value for value."""
+    import os
+    import shutil
+
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    from fraudflow.features.store import apply_feature_repo, historical_features
+    from fraudflow.lake import read_lake
+    from fraudflow.settings import Settings
+    from tests.spark_connect import spark_connect_server
+
+    settings, days = lake_home
+    if (classic := SparkSession.getActiveSession()) is not None:
+        classic.stop()  # the other tests' local-mode driver: from here this process is a client only
+    if stale_feature_days(settings):
+        build_features(settings, days=days)
+    transactions = read_lake(settings)
+    apply_feature_repo(settings)
+    expected = historical_features(settings, transactions)
+    scratch = tmp_path_factory.mktemp("spark-connect")
+    with spark_connect_server(scratch / "server") as url:
+        home = Settings(home=scratch / "home", engine="spark", spark_master=url)
+        shutil.copytree(settings.transactions_dir, home.transactions_dir)
+        try:
+            built = build_features(home, days=days)
+            session = SparkSession.getActiveSession()
+            assert type(session).__module__ == "pyspark.sql.connect.session", type(session)
+            assert SparkContext._active_spark_context is None  # the driver is the server's
+            assert built.engine == "spark" and stale_feature_days(home) == []
+            local, remote = _tables(settings, days), _tables(home, days)
+            for key, frame in local.items():
+                pd.testing.assert_frame_equal(remote[key], frame, check_exact=True, obj=f"{key[0]} {key[1]}")
+            apply_feature_repo(home)
+            joined = historical_features(home, transactions, chunk_rows=len(transactions) // 2)
+            pd.testing.assert_frame_equal(joined, expected, check_exact=True)
+        finally:
+            if (client := SparkSession.getActiveSession()) is not None:
+                client.stop()
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)  # set by the Connect builder

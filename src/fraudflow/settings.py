@@ -96,9 +96,9 @@ class Settings(BaseSettings):
     train_days: int = Field(7, ge=1)
     test_days: int = Field(7, ge=1)
     # A training window with more rows than this keeps every fraud and a hashed share of the
-    # other transactions, weighted (fraudflow.training.sampling); None never samples. The test
+    # other transactions, weighted (fraudflow.training.sampling); 0 never samples. The test
     # window is never sampled.
-    training_max_train_rows: int | None = Field(1_000_000, ge=1)
+    training_max_train_rows: int = Field(1_000_000, ge=0)
     # Prequential model selection (fraudflow.training.prequential): parameter sets per family
     # (the defaults first), judged on this many folds before the test window; 1 judges only the
     # defaults (what the ensemble verdict needs), 0 skips selection. The search's cost bound.

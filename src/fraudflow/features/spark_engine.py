@@ -9,9 +9,15 @@ lookback days, computes both tables and writes one file per day into a staging f
 day's file then replaces ``features/<table>/date=<day>/part-0.parquet`` atomically, so the
 lake keeps one layout whichever engine wrote it, and Feast reads either.
 
-The driver runs in the calling process (the Airflow task); ``spark_master`` decides where
-the work runs: ``local[N]`` threads in one JVM beside it, or a team's cluster
-(``spark://host:7077``), which then needs the home on a path its executors share.
+``spark_master`` decides where the driver and the work run:
+
+- ``local[N]``: a JVM beside the calling process (the Airflow task), N threads;
+- ``spark://host:7077``: the task is the driver (client mode) of a team's standalone cluster;
+- ``sc://host:15002``: Spark Connect. The task is a thin gRPC client; the driver runs in the
+  team's Spark Connect server, so no JVM runs on the Airflow worker. Server-side properties
+  (driver memory, warehouse, UI) are the server's; fraudflow sends only session properties.
+
+Off ``local[N]``, the home must be on a path the driver and executors share.
 """
 
 from __future__ import annotations
@@ -42,19 +48,24 @@ def session_conf(settings: Settings) -> dict[str, str]:
     written as parquet ``TIMESTAMP_MICROS`` (what pandas writes); the driver's scratch space
     and warehouse live under the home, not in /tmp or the cwd. ``spark_conf`` comes last.
     """
+    session = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.shuffle.partitions": "8",
+    }
+    if is_spark_connect(settings):  # the server owns its driver, catalog and UI
+        return {"spark.remote": settings.spark_master, **session, **settings.spark_conf}
     scratch = settings.spark_dir
     return {
         "spark.master": settings.spark_master,
         "spark.app.name": "fraudflow",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        **session,
         "spark.sql.catalogImplementation": "in-memory",
         "spark.sql.warehouse.dir": str(scratch / "warehouse"),
         "spark.local.dir": str(scratch / "local"),
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
-        "spark.sql.shuffle.partitions": "8",
         # local[N] runs the executors inside the driver's JVM: its heap is the job's memory (the
         # default 1g ran out joining the x10 training set). An out-of-memory JVM exits, so the
         # task fails instead of waiting forever on a dead Spark context.
@@ -64,17 +75,27 @@ def session_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+def is_spark_connect(settings: Settings) -> bool:
+    """Whether ``spark_master`` names a Spark Connect server (``sc://host:port``)."""
+    return settings.spark_master.startswith("sc://")
+
+
 def spark_session(settings: Settings) -> SparkSession:
     """The process's Spark session with :func:`session_conf` (created once, then reused: Feast's
-    Spark offline store takes the active session too)."""
+    Spark offline store takes the active session too). For ``sc://`` a Spark Connect session."""
     from pyspark.sql import SparkSession
 
-    settings.spark_dir.mkdir(parents=True, exist_ok=True)
-    builder = SparkSession.builder
-    for key, value in session_conf(settings).items():
+    conf = session_conf(settings)
+    if is_spark_connect(settings):
+        builder = SparkSession.builder.remote(conf.pop("spark.remote"))
+    else:
+        settings.spark_dir.mkdir(parents=True, exist_ok=True)
+        builder = SparkSession.builder
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    if not is_spark_connect(settings):  # a Connect client has no JVM, hence no SparkContext
+        session.sparkContext.setLogLevel("ERROR")
     return session
 
 

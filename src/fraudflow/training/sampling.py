@@ -61,12 +61,12 @@ def hash_uniform(ids: pd.Series) -> np.ndarray:
 
 def sampling_rate(labels: pd.Series, max_train_rows: int | None) -> float:
     """The share of negatives to keep so that frauds plus kept negatives fit ``max_train_rows``
-    (1.0 when the window already fits or there is no bound).
+    (1.0 when the window already fits, or the bound is 0: never sample).
 
     Raises:
         TrainingSetTooLarge: the frauds alone reach the bound.
     """
-    if max_train_rows is None or len(labels) <= max_train_rows:
+    if not max_train_rows or len(labels) <= max_train_rows:
         return 1.0
     positives = int(labels.sum())
     if positives >= max_train_rows:

@@ -26,7 +26,14 @@ from fraudflow.lineage import record_lineage
 from fraudflow.schema import LABEL_DELAY_DAYS
 from fraudflow.settings import Settings
 from fraudflow.tracking import configure_mlflow, git_commit
-from fraudflow.training.sampling import SAMPLE_WEIGHT, NegativeSampling, sample_negatives, sample_weights, sampling_rate
+from fraudflow.training.sampling import (
+    SAMPLE_WEIGHT,
+    NegativeSampling,
+    TrainingSetTooLarge,
+    sample_negatives,
+    sample_weights,
+    sampling_rate,
+)
 
 
 class TrainingSetRejected(ValueError):
@@ -150,7 +157,8 @@ def build_training_set(
         The snapshot's folder, sizes, lineage, fingerprint and parent run id.
 
     Raises:
-        TrainingSetRejected: the lake holds no published transaction in the window.
+        TrainingSetRejected: the lake holds no published transaction in the window, or its frauds
+            alone exceed ``training_max_train_rows``.
     """
     window = window or training_window(run_date)
     train, test, removed, sampling = _point_in_time_split(settings, window)
@@ -192,7 +200,8 @@ def _point_in_time_split(
     rows carry ``SAMPLE_WEIGHT``.
 
     Raises:
-        TrainingSetRejected: the lake holds no published transaction in the window.
+        TrainingSetRejected: the lake holds no published transaction in the window, or its frauds
+            alone exceed ``training_max_train_rows``.
     """
     labelled = read_lake(settings, start=window.train_start, end=window.test_end)
     if labelled.empty:
@@ -202,7 +211,10 @@ def _point_in_time_split(
     in_test = (day >= window.test_start) & (day <= window.test_end)
     test_tx = remove_known_compromised(labelled[in_test], labelled, window)
     train_tx = labelled[in_train]
-    rate = sampling_rate(train_tx[LABEL], settings.training_max_train_rows)
+    try:
+        rate = sampling_rate(train_tx[LABEL], settings.training_max_train_rows)
+    except TrainingSetTooLarge as exc:  # a configuration to change, not a retry to wait for
+        raise TrainingSetRejected(str(exc)) from exc
     train_tx, sampling = sample_negatives(train_tx, rate, max_train_rows=settings.training_max_train_rows)
     removed = int(in_test.sum() - len(test_tx))
     joined = historical_features(settings, pd.concat([train_tx, test_tx], ignore_index=True))
