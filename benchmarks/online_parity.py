@@ -150,7 +150,7 @@ def offline_features(settings, live: pd.DataFrame) -> pd.DataFrame:
     """The live days' files arrive: publish, build features, and read the point-in-time values
     from Feast's offline store, as the gate evaluated them."""
     from fraudflow.features.compute import build_features
-    from fraudflow.features.store import historical_features
+    from fraudflow.features.point_in_time import historical_features
     from tests.helpers import publish_history
 
     publish_history(settings, live)

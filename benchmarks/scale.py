@@ -60,8 +60,10 @@ apply_feature_repo(settings)
 print(built.rows["customer"])
 """,
     "training set (Feast point in time)": """
+from fraudflow.features.store import apply_feature_repo
 from fraudflow.lake import list_partitions
 from fraudflow.training.training_set import build_training_set
+apply_feature_repo(settings)  # for this stage's engine: the other engine's run may have applied last
 last = max(list_partitions(settings))
 ts = build_training_set(settings, run_date=last, run_id="scale", reason="benchmark")
 print(ts.train_rows + ts.test_rows)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fraudflow.demo.simulate import SimulationConfig, simulate_transactions
+from fraudflow.features import point_in_time as pit
 from fraudflow.features import store as fs
 from fraudflow.features.compute import (
     CUSTOMER_FEATURES,
@@ -176,9 +177,9 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
     # instead of reading no row for its transactions. The next build heals it.
     shutil.rmtree(partition_dir(feature_dir(settings, "customer"), dt.date(2018, 5, 15)))
     with pytest.raises(FeaturesNotBuilt, match=r"1 lake day\(s\) are missing or stale \(2018-05-15 \.\. 2018-05-15\)"):
-        fs.historical_features(settings, sample)
+        pit.historical_features(settings, sample)
     assert build_features(settings).days == [dt.date(2018, 5, 15)]
-    joined = fs.historical_features(settings, sample).set_index("TRANSACTION_ID")
+    joined = pit.historical_features(settings, sample).set_index("TRANSACTION_ID")
     direct = compute_features(history)
     for table, cols in (("customer", CUSTOMER_FEATURES), ("terminal", TERMINAL_FEATURES)):
         expected = direct[table].set_index("TRANSACTION_ID").loc[joined.index, cols]
@@ -189,9 +190,9 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
         (history["TX_DATETIME"].dt.date >= dt.date(2018, 5, 10))
         & (history["TX_DATETIME"].dt.date <= dt.date(2018, 5, 16))
     ]
-    whole = fs.historical_features(settings, days, chunk_rows=len(days))
-    per_day = fs.historical_features(settings, days, chunk_rows=1)  # a day larger than the budget is its own chunk
-    assert len(fs._day_chunks(fs.entity_frame(days), 1)) == 7 and len(whole) == len(days)
+    whole = pit.historical_features(settings, days, chunk_rows=len(days))
+    per_day = pit.historical_features(settings, days, chunk_rows=1)  # a day larger than the budget is its own chunk
+    assert len(pit._day_chunks(pit.entity_frame(days), 1)) == 7 and len(whole) == len(days)
     pd.testing.assert_frame_equal(per_day, whole)
     np.testing.assert_allclose(
         whole.set_index("TRANSACTION_ID").loc[joined.index, MODEL_INPUTS].to_numpy(float),
@@ -201,7 +202,7 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
     # online views' 31/38-day TTLs give the same values through a much larger join.
     store = fs.open_store(settings)
     online_views = store.get_feature_service(fs.ONLINE_FEATURE_SERVICE)
-    wide = store.get_historical_features(entity_df=fs.entity_frame(days), features=online_views).to_df()
+    wide = store.get_historical_features(entity_df=pit.entity_frame(days), features=online_views).to_df()
     wide = wide.fillna({c: 0 for c in MODEL_INPUTS}).set_index("TRANSACTION_ID").loc[whole["TRANSACTION_ID"]]
     np.testing.assert_array_equal(wide[MODEL_INPUTS].to_numpy(float), whole[MODEL_INPUTS].to_numpy(float))
 
@@ -229,7 +230,7 @@ def test_historical_features_equal_direct_computation_and_online_matches_offline
             "TX_FRAUD_SCENARIO": 0,
         }
     )
-    offline = fs.historical_features(settings, as_of, service_name=fs.ONLINE_FEATURE_SERVICE)
+    offline = pit.historical_features(settings, as_of, service_name=fs.ONLINE_FEATURE_SERVICE)
     for col in CUSTOMER_FEATURES + TERMINAL_FEATURES:
         np.testing.assert_allclose(online[col].fillna(0).to_numpy(float), offline[col].to_numpy(float), err_msg=col)
     assert set(MODEL_INPUTS) <= set(online.columns)

@@ -83,9 +83,9 @@ def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_
     """With FRAUDFLOW_ENGINE=spark, Feast's Spark offline store (SparkSources over the same
     partitions) returns the DuckDB store's training rows value for value (one per transaction,
     same-second ones included), and materializes the same online rows."""
+    from fraudflow.features.point_in_time import historical_features
     from fraudflow.features.store import (
         apply_feature_repo,
-        historical_features,
         materialize_online,
         online_features,
         open_store,
@@ -121,6 +121,14 @@ def test_feast_spark_offline_store_joins_and_materializes_what_duckdb_does(lake_
     }
     pd.testing.assert_frame_equal(online["spark"], online["local"], check_exact=True)
     assert online["local"]["TERMINAL_ID_NB_TX_30DAY_WINDOW"].notna().all()
+    # Switched back to the local engine before build_features re-applied the repo: Feast's DuckDB
+    # store would fail on the SparkSources with a bare AssertionError; the stage says what to do.
+    from fraudflow.features.store import RegistryOfAnotherEngine
+    from fraudflow.settings import Settings
+
+    switched = Settings(home=spark.home, engine="local")
+    with pytest.raises(RegistryOfAnotherEngine, match="FRAUDFLOW_ENGINE=local reads FileSources: run build_features"):
+        historical_features(switched, transactions.head(20))
 
 
 def test_a_model_trained_through_either_engine_gets_the_same_metrics_and_verdict(lake_home, spark_home):
@@ -173,7 +181,8 @@ def test_through_spark_connect_the_task_holds_no_driver_and_gets_the_same_featur
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    from fraudflow.features.store import apply_feature_repo, historical_features
+    from fraudflow.features.point_in_time import historical_features
+    from fraudflow.features.store import apply_feature_repo
     from fraudflow.lake import read_lake
     from fraudflow.settings import Settings
     from tests.spark_connect import spark_connect_server

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     data_docs_index_seconds: float = Field(600.0, ge=0)
 
     # Feast point-in-time joins run in chunks of whole days of at most this many entity rows
-    # (fraudflow.features.store.historical_features): the offline store's peak memory follows it.
+    # (fraudflow.features.point_in_time.historical_features): the offline store's peak memory follows it.
     offline_join_chunk_rows: int = Field(400_000, ge=1)
     # build_features computes blocks of at most this many days (each reads its 37 lookback days
     # too), so its peak memory follows the largest days, not the history's length.

@@ -1,10 +1,10 @@
-"""Feast as fraudflow uses it: apply the repo, materialize online, build training sets, look up.
+"""Feast as fraudflow uses it: apply the repo, materialize online, look up online features.
 
-Training sets come from ``get_historical_features`` with the feature service
-``fraud_detection_v1`` (point-in-time join on each transaction's timestamp, over views that
-reach only the transaction's own row); ``fraud_detection_online_v1`` names the same 15 inputs
-over the same tables as materialized into the online store. Both take the window values from
-the feature tables, so the model's inputs have one definition.
+Point-in-time joins (training sets, drift windows) are :mod:`fraudflow.features.point_in_time`.
+The feature service ``fraud_detection_v1`` serves them (point-in-time join on each transaction's
+timestamp, over views that reach only the transaction's own row); ``fraud_detection_online_v1``
+names the same 15 inputs over the same tables as materialized into the online store. Both take
+the window values from the feature tables, so the model's inputs have one definition.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow.features.compute import LOOKBACK_DAYS, MODEL_INPUTS, require_fresh_features
+from fraudflow.features.compute import LOOKBACK_DAYS, FeaturesNotBuilt
 from fraudflow.features.history import push_batch_history
 from fraudflow.lineage import record_lineage
 from fraudflow.settings import Settings, repo_root
@@ -178,6 +178,25 @@ def _repo_objects(settings: Settings) -> list[Any]:
     return objects
 
 
+class RegistryOfAnotherEngine(FeaturesNotBuilt):
+    """The Feast registry's sources were applied for the other engine (Feast's DuckDB store reads
+    only ``FileSource``s, its Spark store only ``SparkSource``s)."""
+
+
+def require_registry_engine(store, settings: Settings) -> None:
+    """Raise :class:`RegistryOfAnotherEngine`, naming the fix, when the registry's batch sources
+    are not the kind ``settings.engine`` reads (after a switch of ``FRAUDFLOW_ENGINE``, before
+    ``build_features`` has re-applied the repo); Feast itself fails with a bare assertion."""
+    kinds = {type(s).__name__ for s in store.list_data_sources()} & {"FileSource", "SparkSource"}
+    wanted = "SparkSource" if settings.engine == "spark" else "FileSource"
+    if kinds and wanted not in kinds:
+        raise RegistryOfAnotherEngine(
+            f"the Feast registry holds {', '.join(sorted(kinds))}s, applied for the other engine, but "
+            f"FRAUDFLOW_ENGINE={settings.engine} reads {wanted}s: run build_features once (it applies the "
+            "feature repo for the current engine)"
+        )
+
+
 def apply_feature_repo(settings: Settings) -> list[str]:
     """Register the repo's definitions (``feast apply``, from Python); returns their names."""
     store = open_store(settings)
@@ -196,6 +215,7 @@ def materialize_online(settings: Settings, *, end: dt.datetime, run_id: str | No
     """
     started = time.perf_counter()
     store = open_store(settings)
+    require_registry_engine(store, settings)
     end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
     views = [v for v in store.list_feature_views() if v.name in MATERIALIZED_VIEWS]
     names = [v.name for v in views]
@@ -234,103 +254,6 @@ def _sqlite_write_ahead_log(settings: Settings) -> None:
     if path.exists():
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-
-
-def entity_frame(transactions: pd.DataFrame) -> pd.DataFrame:
-    """The entity dataframe for a point-in-time join: entities, event time, request fields,
-    and pass-through columns (label, scenario, ids) for evaluation."""
-    when = pd.to_datetime(transactions["TX_DATETIME"]).dt.tz_localize("UTC")
-    frame = transactions[
-        ["TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO"]
-    ].copy()
-    frame["event_timestamp"] = when
-    frame["tx_amount"] = transactions["TX_AMOUNT"].astype("float64")
-    frame["tx_datetime"] = when
-    return frame.reset_index(drop=True)
-
-
-def historical_features(
-    settings: Settings,
-    transactions: pd.DataFrame,
-    *,
-    chunk_rows: int | None = None,
-    service_name: str = FEATURE_SERVICE,
-) -> pd.DataFrame:
-    """The 15 model inputs for each transaction, from Feast's offline store (point in time).
-
-    Rows come back sorted by TRANSACTION_ID, with the pass-through columns of ``entity_frame``.
-    Missing window rows are filled with 0, the handbook's empty window.
-
-    ``service_name``: :data:`FEATURE_SERVICE` for transactions of the lake, each of which has
-    its own row in the feature tables (its views reach back one second: the join stays small);
-    :data:`ONLINE_FEATURE_SERVICE` for other instants (the newest row within the views' TTLs,
-    what the online store holds as of then).
-
-    Raises:
-        FeaturesNotBuilt: with :data:`FEATURE_SERVICE`, a day of ``transactions`` has no fresh
-            feature partition (``build_features`` has not reached it).
-
-    Why in chunks: Feast's DuckDB offline store holds ~12 KB per entity row while it joins, so
-    one call for a 1.3M-row training set peaked at 16.7 GB. The rows are joined in runs of whole
-    days of at most ``chunk_rows`` (``FRAUDFLOW_OFFLINE_JOIN_CHUNK_ROWS``; a larger day is one
-    chunk): peak memory follows the largest chunk, not the history. A point-in-time join of a
-    row depends on that row alone, so the result is the same as one call (tested).
-    """
-    entities = entity_frame(transactions)
-    if service_name == FEATURE_SERVICE:  # its views find only a transaction's own row
-        require_fresh_features(settings, entities["event_timestamp"].dt.date.unique())
-    store = open_store(settings)
-    service = store.get_feature_service(service_name)
-    parts = []
-    for chunk in _day_chunks(entities, chunk_rows or settings.offline_join_chunk_rows) or [entities]:
-        joined = store.get_historical_features(entity_df=chunk, features=service).to_df()
-        parts.append(_one_row_per_transaction(_with_feature_types(joined)))
-    joined = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return joined.sort_values("TRANSACTION_ID", kind="stable").reset_index(drop=True)
-
-
-def _with_feature_types(joined: pd.DataFrame) -> pd.DataFrame:
-    """Missing windows as 0, counts int64, times UTC microseconds, whichever store joined (Feast's
-    Spark store gives float64 counts where a row is missing, naive ns times in the session zone)."""
-    joined[MODEL_INPUTS] = joined[MODEL_INPUTS].fillna(0)
-    counts = [c for c in MODEL_INPUTS if "_NB_TX_" in c or c in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")]
-    joined[counts] = joined[counts].astype("int64")
-    for column in ("event_timestamp", "tx_datetime"):
-        if column in joined:
-            when = joined[column]
-            joined[column] = (when.dt.tz_localize("UTC") if when.dt.tz is None else when).astype("datetime64[us, UTC]")
-    return joined
-
-
-def _one_row_per_transaction(joined: pd.DataFrame) -> pd.DataFrame:
-    """Drop the copies Feast's Spark store returns of an entity row sharing its join key and
-    timestamp with another (two transactions of a card or terminal in one second: its row id,
-    ``entity_row_unique_id`` in ``spark.py``, is only those). The copies are equal (windows count
-    same-second transactions alike); anything else is a wrong join and fails loudly."""
-    if joined["TRANSACTION_ID"].is_unique:  # the usual case: one column read, no copy
-        return joined
-    joined = joined.drop_duplicates(ignore_index=True)
-    conflicting = joined["TRANSACTION_ID"].duplicated()
-    if conflicting.any():
-        ids = joined.loc[conflicting, "TRANSACTION_ID"].head(5).tolist()
-        raise RuntimeError(f"the offline store returned different feature rows for transactions {ids}")
-    return joined
-
-
-def _day_chunks(entities: pd.DataFrame, chunk_rows: int) -> list[pd.DataFrame]:
-    """``entities`` cut into runs of consecutive whole days of at most ``chunk_rows`` rows."""
-    day = entities["event_timestamp"].dt.floor("D")
-    sizes = day.value_counts().sort_index()
-    chunks, current, rows = [], [], 0
-    for when, n in sizes.items():
-        if current and rows + n > chunk_rows:
-            chunks.append(current)
-            current, rows = [], 0
-        current.append(when)
-        rows += n
-    if current:
-        chunks.append(current)
-    return [entities[day.isin(days)] for days in chunks]
 
 
 def online_features(store, requests: list[dict[str, Any]]) -> pd.DataFrame:

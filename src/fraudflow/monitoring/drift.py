@@ -102,7 +102,7 @@ def reference_scores(champion: VersionRef, test_ref: pd.DataFrame) -> np.ndarray
 
 def window_features(settings: Settings, start: dt.date, end: dt.date) -> pd.DataFrame:
     """Lake rows of ``[start, end]`` with their point-in-time features from the feature service."""
-    from fraudflow.features.store import historical_features
+    from fraudflow.features.point_in_time import historical_features
     from fraudflow.lake import read_lake
 
     rows = read_lake(settings, start=start, end=end)

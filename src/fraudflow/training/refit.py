@@ -73,7 +73,7 @@ def refit_candidate(
     """
     import mlflow
 
-    from fraudflow.features.store import historical_features
+    from fraudflow.features.point_in_time import historical_features
     from fraudflow.models.candidates import CANDIDATES, Calibrated
 
     start, end = refit_window(training_set)

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from fraudflow import tags
 from fraudflow.features.compute import LABEL, MODEL_INPUTS
-from fraudflow.features.store import FEATURE_SERVICE, historical_features
+from fraudflow.features.point_in_time import historical_features
+from fraudflow.features.store import FEATURE_SERVICE
 from fraudflow.ingestion.landing import safe_run_id
 from fraudflow.lake import list_partitions, read_lake, read_partition_manifest
 from fraudflow.lineage import record_lineage
