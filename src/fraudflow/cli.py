@@ -224,7 +224,7 @@ def quarantine_release(day) -> None:
 def data_docs() -> None:
     """Rebuild the GX Data Docs index now (a passing gate refreshes it at most every
     FRAUDFLOW_DATA_DOCS_INDEX_SECONDS) and print where it is."""
-    from fraudflow.ingestion.validation import refresh_data_docs_index
+    from fraudflow.ingestion.gx_checkpoints import refresh_data_docs_index
 
     for url in refresh_data_docs_index(get_settings()):
         console.print(url)

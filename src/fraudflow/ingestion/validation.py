@@ -1,8 +1,9 @@
 """The validation gate: Great Expectations checkpoints between landing and the lake.
 
-Suites are version-controlled JSON in ``expectations/`` (GX's own suite format); each run
-loads them into a file-backed GX context under the fraudflow home, runs a Checkpoint whose
-actions build Data Docs there, and turns GX's result into a small typed verdict. Values that
+Suites are version-controlled JSON in ``expectations/`` (GX's own suite format); each process
+loads them into a GX context whose validation results and Data Docs are files under the
+fraudflow home, runs a Checkpoint per batch, builds its Data Docs pages, and turns GX's result
+into a small typed verdict. Values that
 change per run (the partition's date, bands around recent history) are GX suite parameters,
 so the committed JSON stays the single definition of each rule.
 """
@@ -10,39 +11,29 @@ so the committed JSON stays the single definition of each rule.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from pydantic import BaseModel
 
+from fraudflow.ingestion.gx_checkpoints import SAMPLE_ROWS, gx_lock, local_path, prepared_checkpoint
 from fraudflow.ingestion.landing import StagedBatch, read_batch, safe_run_id
 from fraudflow.ingestion.quarantine import quarantine_landing_file
 from fraudflow.lake import recent_partitions
-from fraudflow.settings import Settings, repo_root
+from fraudflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DATASOURCE = "fraudflow"
 LANDING_CHECKPOINT = "landing_gate"
 LANDING_SUITES = ("raw_transactions", "batch_statistics")
-SAMPLE_ROWS = 5
 
 
 class BatchRejected(ValueError):
     """A batch failed validation; the message names the file, each broken rule and the report."""
-
-
-class SuiteDefinitionError(RuntimeError):
-    """A committed suite does not load whole (GX would silently drop the broken expectation)."""
 
 
 class ExpectationFailure(BaseModel):
@@ -79,113 +70,8 @@ class ValidationResult(BaseModel):
     seconds: float
 
 
-def _local_path(url: str) -> str:
-    """GX returns percent-encoded file:// URLs; people and tests want the path."""
-    return unquote(urlparse(url).path) if url.startswith("file://") else url
-
-
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _suite_path(name: str) -> Path:
-    return repo_root() / "expectations" / f"{name}.json"
-
-
-def load_suite(name: str, suites_dir: Path | None = None):
-    """The committed suite ``expectations/<name>.json`` as a GX ExpectationSuite.
-
-    Raises:
-        SuiteDefinitionError: an expectation in the file is invalid (GX logs and drops those).
-    """
-    import great_expectations as gx
-
-    data = json.loads((_suite_path(name) if suites_dir is None else suites_dir / f"{name}.json").read_text())
-    suite = gx.ExpectationSuite(name=data["name"], expectations=data["expectations"], meta=data.get("meta"))
-    if len(suite.expectations) != len(data["expectations"]):
-        raise SuiteDefinitionError(
-            f"suite {name}: {len(data['expectations']) - len(suite.expectations)} expectation(s) did not load"
-        )
-    return suite
-
-
-@contextmanager
-def _gx_lock(settings: Settings) -> Iterator[None]:
-    """The file context rewrites its YAML/JSON stores; parallel tasks must take turns."""
-    settings.gx_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.gx_dir / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _context(settings: Settings):
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="file", project_root_dir=str(settings.root))  # -> <home>/gx
-    bars = context.variables.progress_bars  # None, a ProgressBarsConfig, or (once saved) a dict
-    enabled = bars is None or (bars.get("globally", True) if isinstance(bars, dict) else bars.globally)
-    if enabled:  # GX draws tqdm bars into the task log for every metric batch
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        context.variables.save()
-    from fraudflow.ingestion.data_docs import configure_data_docs_site
-
-    configure_data_docs_site(context, settings.data_docs_index_results)
-    return context
-
-
-_PREPARED: dict[tuple, tuple[Any, Any]] = {}
-
-
-def _prepared_checkpoint(settings: Settings, name: str, suites: list[str]) -> tuple[Any, Any]:
-    """The GX context and checkpoint, built once per process and home (and again when a
-    committed suite file changes): building them re-reads and rewrites the context's stores,
-    ~1 s per run that the rows themselves do not need."""
-    stamps = tuple((s, _suite_path(s).stat().st_mtime_ns) for s in suites)
-    key = (str(settings.root), settings.data_docs_index_results, name, stamps)
-    if key not in _PREPARED:
-        context = _context(settings)
-        _PREPARED[key] = (context, _checkpoint(context, name, suites))
-    return _PREPARED[key]
-
-
-def _checkpoint(context, name: str, suites: list[str]):
-    """Create or refresh the named checkpoint: one validation definition per suite, one
-    dataframe asset per checkpoint. Data Docs are built after the run, for all its results at
-    once (:func:`run_checkpoint`): GX's ``UpdateDataDocsAction`` builds the site once per
-    validation result, each time with a fresh Jinja environment that recompiles ~100
-    templates, which was half of a day's gate time."""
-    import great_expectations as gx
-
-    source = context.data_sources.add_or_update_pandas(DATASOURCE)
-    try:
-        asset = source.get_asset(name)
-    except LookupError:
-        asset = source.add_dataframe_asset(name)
-    try:
-        batch = asset.get_batch_definition("whole_batch")
-    except KeyError:
-        batch = asset.add_batch_definition_whole_dataframe("whole_batch")
-    definitions = []
-    for suite_name in suites:
-        suite = context.suites.add_or_update(load_suite(suite_name))
-        definitions.append(
-            context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=f"{name}.{suite_name}", data=batch, suite=suite)
-            )
-        )
-    return context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=name,
-            validation_definitions=definitions,
-            actions=[],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS},
-        )
-    )
 
 
 def run_checkpoint(
@@ -203,8 +89,8 @@ def run_checkpoint(
     from fraudflow.ingestion.data_docs import index_is_due
 
     started = time.perf_counter()
-    with _gx_lock(settings):
-        context, prepared = _prepared_checkpoint(settings, checkpoint, list(suites))
+    with gx_lock(settings):
+        context, prepared = prepared_checkpoint(settings, checkpoint, list(suites))
         result = prepared.run(
             batch_parameters={"dataframe": frame},
             expectation_parameters=parameters,
@@ -221,7 +107,7 @@ def run_checkpoint(
                 evaluated += 1
                 if not res.success:
                     failures.append(_failure(suite_name, res, frame))
-            docs += [_local_path(s["site_url"]) for s in context.get_docs_sites_urls(resource_identifier=identifier)]
+            docs += [local_path(s["site_url"]) for s in context.get_docs_sites_urls(resource_identifier=identifier)]
     run_time = result.run_id.run_time.strftime("%Y%m%dT%H%M%S.%fZ")
     return ValidationResult(
         validation_id=f"gx:{checkpoint}/{run_name}/{run_time}",
@@ -234,17 +120,6 @@ def run_checkpoint(
         parameters=_jsonable(parameters),
         seconds=round(time.perf_counter() - started, 3),
     )
-
-
-def refresh_data_docs_index(settings: Settings) -> list[str]:
-    """Rebuild the Data Docs index now (``fraudflow data-docs``); returns the index URLs."""
-    from fraudflow.ingestion.data_docs import index_marker
-
-    with _gx_lock(settings):
-        context = _context(settings)
-        urls = context.build_data_docs()
-        index_marker(settings).touch()
-    return [_local_path(u) for u in urls.values()]
 
 
 def _failure(suite: str, res, frame: pd.DataFrame) -> ExpectationFailure:
