@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -146,3 +147,71 @@ def test_airflow_bug_dag_test_with_a_deadline_alert_crashes_on_success(airflow_d
     assert dag.deadline  # the DAG file declares its deadline
     with pytest.raises(StatementError, match="'dict' object has no attribute 'hex'"):
         dag.test(logical_date=as_logical_date(DAY1))
+
+
+def _break_amounts(settings, day: dt.date) -> Path:
+    """Three negative amounts in the day's landing file: the raw_transactions range rule fails."""
+    from fraudflow.ingestion.landing import find_landing_file
+
+    path = find_landing_file(settings, day)
+    frame = pd.read_parquet(path)
+    frame.loc[frame.index[:3], "TX_AMOUNT"] = -5.0
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
+    airflow_db, settings, small_history, tmp_path, monkeypatch, capfd
+):
+    """backfill_transactions, triggered with its defaults and no logical date: every landed day
+    not yet published goes through the same GX gate in date order, in one run. A broken file is
+    quarantined with its report, the other days are published and the run fails naming the file
+    (the alert carries it). The partitions and the verdicts are those of daily runs on the same
+    files; the lake Asset is emitted once."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    from fraudflow.settings import get_settings
+
+    days = sorted(small_history["TX_DATETIME"].dt.date.unique())
+    broken = days[6]
+    write_landing_files(small_history, settings.landing_dir)
+    bad_file = _break_amounts(settings, broken)
+    assert run_dag(load_dag("ingest_transactions"), logical_date=as_logical_date(days[0])).state == "success"
+
+    with WebhookReceiver() as receiver:
+        monkeypatch.setenv("FRAUDFLOW_ALERT_WEBHOOK_URL", receiver.url)
+        outcome = run_dag(load_dag("backfill_transactions"), logical_date=None)
+    assert outcome.state == "failed" and outcome.failed_tasks == ["report_quarantined"], outcome
+    assert list_partitions(settings) == [d for d in days if d != broken]
+    assert (settings.quarantine_dir / f"date={broken}" / "reason.json").exists() and not bad_file.exists()
+    (alert,) = [a for a in read_alerts(settings) if a["check"].startswith("task_failed:")]
+    assert alert["check"] == "task_failed:backfill_transactions.report_quarantined"
+    assert "8 days published" in alert["summary"] and "1 quarantined" in alert["summary"]
+    assert str(bad_file) in alert["summary"] and "TX_AMOUNT" in alert["summary"]
+    assert len(receiver.received) == 1
+    (event,) = read_lineage(settings, stage="backfill_transactions")
+    assert event["wrote"]["published"] == [d.isoformat() for d in days[1:] if d != broken]
+    with create_session() as session:
+        emitted = session.query(AssetEvent).filter(AssetEvent.source_dag_id == "backfill_transactions").all()
+    assert len(emitted) == 1 and emitted[0].extra["days"] == event["wrote"]["published"]
+
+    # Nothing left to do: a second trigger fails at once and says so.
+    capfd.readouterr()
+    again = run_dag(load_dag("backfill_transactions"), logical_date=None)
+    assert again.state == "failed" and again.failed_tasks == ["backfill_landed_days"]
+    assert "nothing to backfill" in "".join(capfd.readouterr())
+
+    # The same files through one daily ingest_transactions run per day, in a second home.
+    backfilled = settings
+    monkeypatch.setenv("FRAUDFLOW_HOME", str(tmp_path / "daily"))
+    daily = get_settings()
+    write_landing_files(small_history, daily.landing_dir)
+    _break_amounts(daily, broken)
+    ingest = load_dag("ingest_transactions")
+    states = {day: run_dag(ingest, logical_date=as_logical_date(day)).state for day in days}
+    assert [d for d, state in states.items() if state != "success"] == [broken]
+    for day in days:
+        if day != broken:
+            ours, theirs = read_partition_manifest(backfilled, day), read_partition_manifest(daily, day)
+            assert ours.data_sha256 == theirs.data_sha256, day

@@ -81,6 +81,7 @@ def up(days, speedup, port, customers, terminals, seed) -> None:
                 "deploy_model",
                 "watch_serving",
                 "review_quarantine",  # runs only when a quarantine asks for review (production profile)
+                "backfill_transactions",  # runs only when someone triggers it
             ],
         )
     log = settings.root / "logs" / "feeder.log"

@@ -79,6 +79,17 @@ def landing_file_settled(path: Path, settle_seconds: float, now: float | None = 
     return False, f"{path.name} changed {age:.1f} s ago; waiting until it is unchanged for {settle_seconds:g} s"
 
 
+def waiting_days(settings: Settings, *, start: dt.date | None = None, end: dt.date | None = None) -> list[dt.date]:
+    """Landed days in ``[start, end]`` with no published partition yet, oldest first."""
+    from fraudflow.lake import list_partitions
+
+    published = set(list_partitions(settings))
+    landed = (partition_day(folder) for folder in settings.landing_dir.glob(PARTITION_GLOB) if folder.is_dir())
+    return sorted(
+        d for d in landed if d not in published and (start is None or start <= d) and (end is None or d <= end)
+    )
+
+
 def resolve_ingest_day(settings: Settings, *, requested: str | None, logical_date: dt.datetime | None) -> dt.date:
     """The day an ``ingest_transactions`` run ingests: ``requested`` (the ``day`` param), else the
     run's logical date (the scheduled run of a day's interval, or ``fraudflow ingest``), else (a
@@ -88,15 +99,11 @@ def resolve_ingest_day(settings: Settings, *, requested: str | None, logical_dat
     Raises:
         LandingError: none of these names a day; the message says how to name one.
     """
-    from fraudflow.lake import list_partitions
-
     if requested:
         return dt.date.fromisoformat(requested)
     if logical_date is not None:
         return logical_date.date()
-    published = set(list_partitions(settings))
-    landed = [partition_day(folder) for folder in settings.landing_dir.glob(PARTITION_GLOB) if folder.is_dir()]
-    waiting = sorted(d for d in landed if d not in published and find_landing_file(settings, d))
+    waiting = [d for d in waiting_days(settings) if find_landing_file(settings, d)]
     if not waiting:
         raise LandingError(
             f"nothing to ingest: every day landed in {settings.landing_dir} is published; trigger with "
