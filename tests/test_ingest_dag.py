@@ -179,6 +179,9 @@ def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
     bad_file = _break_amounts(settings, broken)
     assert run_dag(load_dag("ingest_transactions"), logical_date=as_logical_date(days[0])).state == "success"
 
+    # GX builds pages only for the newest FRAUDFLOW_DATA_DOCS_INDEX_RESULTS results: with 6, the
+    # 16 passing results of this walk must be built a few days at a time, not all at the end.
+    monkeypatch.setenv("FRAUDFLOW_DATA_DOCS_INDEX_RESULTS", "6")
     with WebhookReceiver() as receiver:
         monkeypatch.setenv("FRAUDFLOW_ALERT_WEBHOOK_URL", receiver.url)
         outcome = run_dag(load_dag("backfill_transactions"), logical_date=None)
@@ -192,6 +195,12 @@ def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
     assert len(receiver.received) == 1
     (event,) = read_lineage(settings, stage="backfill_transactions")
     assert event["wrote"]["published"] == [d.isoformat() for d in days[1:] if d != broken]
+    # Every published day has its Data Docs pages (built once, after the walk) and is on the index.
+    site = settings.gx_dir / "uncommitted" / "data_docs" / "local_site"
+    pages = [str(p) for p in (site / "validations").rglob("*.html")]
+    for day in event["wrote"]["published"]:
+        assert sum(f"/{day}__" in p for p in pages) == 2, day  # one page per suite
+    assert event["wrote"]["published"][-1] in (site / "index.html").read_text()
     with create_session() as session:
         emitted = session.query(AssetEvent).filter(AssetEvent.source_dag_id == "backfill_transactions").all()
     assert len(emitted) == 1 and emitted[0].extra["days"] == event["wrote"]["published"]

@@ -1,6 +1,6 @@
 """``make demo``: the whole closed loop on embedded defaults, with progress and a summary.
 
-Part one puts a first model in production: simulate, ingest every day through Airflow, build
+Part one puts a first model in production: simulate, ingest the history through Airflow, build
 features, train, gate, register, build the Bento, deploy. Part two lets the world change: new
 days land with drift injected (bigger amounts, more night-time spending), the live service
 answers a stream of their transactions, ``monitor_drift`` fails and triggers ``train_model``,
@@ -88,9 +88,11 @@ def _land_and_ingest(
     start: dt.date,
     end: dt.date,
     what: str,
+    backfill: bool = False,
 ) -> None:
     """Days ``start``..``end`` of the simulated world arrive as landing files, then go through
-    ``ingest_transactions`` one logical date at a time."""
+    ``ingest_transactions`` one logical date at a time, or (``backfill``, a first load of
+    history) through one ``backfill_transactions`` run."""
     from fraudflow.demo.simulate import write_landing_files
 
     stages.run(
@@ -98,6 +100,12 @@ def _land_and_ingest(
         lambda: write_landing_files(frame, settings.landing_dir, days=(start, end)),
         lambda w: f"{len(w)} daily files from {start}",
     )
+    if backfill:
+        stages.dag(
+            f"backfill_transactions ({what}, one run)",
+            lambda: run_dag_logged(settings, "backfill_transactions", logical_date=None),
+        )
+        return
     outcomes = stages.run(
         f"ingest_transactions x day ({what})",
         lambda: ingest_days(settings, start=start, end=end, console=console),
@@ -167,7 +175,9 @@ def _first_model_in_production(
     )
     frame = stages.run("simulate", lambda: simulate_transactions(world), lambda f: f"{len(f):,} transactions")
     stages.run("prepare Airflow (db migrate)", lambda: prepare_airflow(settings))
-    _land_and_ingest(settings, frame, stages, console, start=config.start, end=config.history_end, what="history")
+    _land_and_ingest(
+        settings, frame, stages, console, start=config.start, end=config.history_end, what="history", backfill=True
+    )
     first_day = as_logical_date(config.history_end)
     stages.dag("build_features (Feast)", lambda: run_dag_logged(settings, "build_features", logical_date=first_day))
     stages.dag(

@@ -148,6 +148,44 @@ def _checkpoint(context, name: str, suites: list[str]):
     )
 
 
+class DeferredDataDocs:
+    """Validation results whose Data Docs pages are built later, several per build (a
+    backfill's passing days). GX's section builder lists and date-parses every stored result on
+    each build, so a build per day re-reads the whole history each day. GX also builds pages
+    only for the newest ``validation_results_limit`` results (``FRAUDFLOW_DATA_DOCS_INDEX_RESULTS``),
+    so the pending ones are built whenever they reach half of it, while they are still the
+    newest. A failing day is never deferred: its quarantine report links its page."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._context: Any = None
+        self._batch = max(1, settings.data_docs_index_results // 2)
+        self.identifiers: list[Any] = []
+        self._built: list[Any] = []  # the last page built, for an index-only build
+
+    def add(self, context: Any, identifiers: list[Any]) -> None:
+        """Called under :func:`gx_lock` (by ``run_checkpoint``)."""
+        self._context = context
+        self.identifiers += identifiers
+        if len(self.identifiers) >= self._batch:
+            self._context.build_data_docs(resource_identifiers=self.identifiers, build_index=False)
+            self.identifiers, self._built = [], self.identifiers[-1:]
+
+    def build(self) -> list[str]:
+        """Build what is pending and the index; the index URLs (none if nothing was deferred)."""
+        from fraudflow.ingestion.data_docs import index_marker
+
+        if self._context is None:
+            return []
+        with gx_lock(self._settings):
+            # GX builds every page for an empty list: with nothing pending, rebuild the last one.
+            pages = self.identifiers or self._built
+            urls = self._context.build_data_docs(resource_identifiers=pages, build_index=True)
+            index_marker(self._settings).touch()
+        self.identifiers = []
+        return [local_path(u) for u in urls.values()]
+
+
 def refresh_data_docs_index(settings: Settings) -> list[str]:
     """Rebuild the Data Docs index now (``fraudflow data-docs``); returns the index URLs."""
     from fraudflow.ingestion.data_docs import index_marker

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from fraudflow.ingestion.gx_checkpoints import SAMPLE_ROWS, gx_lock, local_path, prepared_checkpoint
+from fraudflow.ingestion.gx_checkpoints import SAMPLE_ROWS, DeferredDataDocs, gx_lock, local_path, prepared_checkpoint
 from fraudflow.ingestion.landing import StagedBatch, read_batch, safe_run_id
 from fraudflow.ingestion.quarantine import quarantine_landing_file
 from fraudflow.lake import recent_partitions
@@ -82,8 +82,10 @@ def run_checkpoint(
     suites: list[str] | tuple[str, ...],
     parameters: dict[str, Any],
     run_name: str,
+    defer_docs: DeferredDataDocs | None = None,
 ) -> ValidationResult:
-    """Validate ``frame`` against ``suites`` in one GX Checkpoint run; build Data Docs."""
+    """Validate ``frame`` against ``suites`` in one GX Checkpoint run; build its Data Docs pages
+    (a passing run's go to ``defer_docs`` instead, when given, and ``data_docs`` is empty)."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     from fraudflow.ingestion.data_docs import index_is_due
@@ -96,10 +98,14 @@ def run_checkpoint(
             expectation_parameters=parameters,
             run_id=RunIdentifier(run_name=run_name),
         )
-        context.build_data_docs(
-            resource_identifiers=list(result.run_results),
-            build_index=index_is_due(settings, failed=not result.success),
-        )
+        deferred = defer_docs is not None and result.success
+        if deferred:
+            defer_docs.add(context, list(result.run_results))
+        else:
+            context.build_data_docs(
+                resource_identifiers=list(result.run_results),
+                build_index=index_is_due(settings, failed=not result.success),
+            )
         failures, docs, evaluated = [], [], 0
         for identifier, suite_result in result.run_results.items():
             suite_name = suite_result.suite_name
@@ -107,7 +113,8 @@ def run_checkpoint(
                 evaluated += 1
                 if not res.success:
                     failures.append(_failure(suite_name, res, frame))
-            docs += [local_path(s["site_url"]) for s in context.get_docs_sites_urls(resource_identifier=identifier)]
+            if not deferred:
+                docs += [local_path(s["site_url"]) for s in context.get_docs_sites_urls(resource_identifier=identifier)]
     run_time = result.run_id.run_time.strftime("%Y%m%dT%H%M%S.%fZ")
     return ValidationResult(
         validation_id=f"gx:{checkpoint}/{run_name}/{run_time}",
@@ -189,8 +196,11 @@ def landing_parameters(settings: Settings, day: dt.date) -> dict[str, Any]:
     return params
 
 
-def validate_batch(settings: Settings, *, staged: StagedBatch, run_id: str | None) -> ValidationResult:
+def validate_batch(
+    settings: Settings, *, staged: StagedBatch, run_id: str | None, defer_docs: DeferredDataDocs | None = None
+) -> ValidationResult:
     """Run the landing checkpoint on a staged batch; quarantine it if any expectation fails.
+    ``defer_docs``: a passing batch's Data Docs pages are built later (see ``DeferredDataDocs``).
 
     Raises:
         BatchRejected: the batch failed; it is already quarantined with ``reason.json``.
@@ -200,7 +210,13 @@ def validate_batch(settings: Settings, *, staged: StagedBatch, run_id: str | Non
     gx_params = {k: v for k, v in parameters.items() if k != "history"}
     run_name = f"{staged.day.isoformat()}__{safe_run_id(run_id)}"
     result = run_checkpoint(
-        settings, frame, checkpoint=LANDING_CHECKPOINT, suites=LANDING_SUITES, parameters=gx_params, run_name=run_name
+        settings,
+        frame,
+        checkpoint=LANDING_CHECKPOINT,
+        suites=LANDING_SUITES,
+        parameters=gx_params,
+        run_name=run_name,
+        defer_docs=defer_docs,
     )
     result.parameters = _jsonable(parameters)
     for url in result.data_docs:
