@@ -96,33 +96,35 @@ def backfill_days(settings: Settings, *, days: list[dt.date], run_id: str | None
     started = time.perf_counter()
     docs = DeferredDataDocs(settings)
     report = BackfillReport(published=[], rows=0, quarantined=[], skipped=[], validate_seconds={}, seconds=0.0)
-    for day in sorted(days):
-        source = find_landing_file(settings, day)
-        if source is None:
-            report.skipped.append(SkippedDay(day=day, reason="no landing file"))
-            continue
-        settled, why = landing_file_settled(source, settings.landing_settle)
-        if not settled:
-            report.skipped.append(SkippedDay(day=day, reason=why))
-            continue
-        try:
-            staged = publish.load_landing_file(settings, day=day, source=source, run_id=run_id)
-            gate_started = time.perf_counter()
+    try:
+        for day in sorted(days):
+            source = find_landing_file(settings, day)
+            if source is None:
+                report.skipped.append(SkippedDay(day=day, reason="no landing file"))
+                continue
+            settled, why = landing_file_settled(source, settings.landing_settle)
+            if not settled:
+                report.skipped.append(SkippedDay(day=day, reason=why))
+                continue
             try:
-                result = validate_batch(settings, staged=staged, run_id=run_id, defer_docs=docs)
-            finally:
-                report.validate_seconds[day.isoformat()] = round(time.perf_counter() - gate_started, 3)
-        except (BatchParseError, BatchRejected) as exc:
-            report.quarantined.append(QuarantinedDay(day=day, file=str(source), reason=str(exc)))
-            continue
-        published = publish.publish_partition(
-            settings, staged=staged, run_id=run_id, validation_id=result.validation_id
-        )
-        report.published.append(day)
-        report.rows += published.rows
-    docs_started = time.perf_counter()
-    report.data_docs = docs.build()
-    report.data_docs_seconds = round(time.perf_counter() - docs_started, 3)
+                staged = publish.load_landing_file(settings, day=day, source=source, run_id=run_id)
+                gate_started = time.perf_counter()
+                try:
+                    result = validate_batch(settings, staged=staged, run_id=run_id, defer_docs=docs)
+                finally:
+                    report.validate_seconds[day.isoformat()] = round(time.perf_counter() - gate_started, 3)
+            except (BatchParseError, BatchRejected) as exc:
+                report.quarantined.append(QuarantinedDay(day=day, file=str(source), reason=str(exc)))
+                continue
+            published = publish.publish_partition(
+                settings, staged=staged, run_id=run_id, validation_id=result.validation_id
+            )
+            report.published.append(day)
+            report.rows += published.rows
+    finally:  # pages of the days already published, even if the walk stopped on an error
+        docs_started = time.perf_counter()
+        report.data_docs = docs.build()
+        report.data_docs_seconds = round(time.perf_counter() - docs_started, 3)
     report.seconds = round(time.perf_counter() - started, 3)
     record_lineage(
         settings,

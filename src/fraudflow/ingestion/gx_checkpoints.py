@@ -103,8 +103,7 @@ _PREPARED: dict[tuple, tuple[Any, Any]] = {}
 
 def prepared_checkpoint(settings: Settings, name: str, suites: list[str]) -> tuple[Any, Any]:
     """The GX context and checkpoint, built once per process and home (and again when a
-    committed suite file changes): building them re-reads and rewrites the context's stores,
-    ~1 s per run that the rows themselves do not need."""
+    committed suite file changes): building them costs ~1 s that the rows do not need."""
     stamps = tuple((s, _suite_path(s).stat().st_mtime_ns) for s in suites)
     key = (str(settings.root), settings.data_docs_index_results, name, stamps)
     if key not in _PREPARED:
