@@ -90,9 +90,8 @@ def _land_and_ingest(
     what: str,
     backfill: bool = False,
 ) -> None:
-    """Days ``start``..``end`` of the simulated world arrive as landing files, then go through
-    ``ingest_transactions`` one logical date at a time, or (``backfill``, a first load of
-    history) through one ``backfill_transactions`` run."""
+    """Days ``start``..``end`` land as files, then go through ``ingest_transactions`` one logical
+    date at a time, or (``backfill``: a first load of history) one ``backfill_transactions`` run."""
     from fraudflow.demo.simulate import write_landing_files
 
     stages.run(
