@@ -202,8 +202,8 @@ def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
         assert sum(f"/{day}__" in p for p in pages) == 2, day  # one page per suite
     assert event["wrote"]["published"][-1] in (site / "index.html").read_text()
     with create_session() as session:
-        emitted = session.query(AssetEvent).filter(AssetEvent.source_dag_id == "backfill_transactions").all()
-    assert len(emitted) == 1 and emitted[0].extra["days"] == event["wrote"]["published"]
+        emitted = session.query(AssetEvent).filter(AssetEvent.source_run_id == outcome.run_id).all()
+        assert len(emitted) == 1 and emitted[0].extra["days"] == event["wrote"]["published"]
 
     # Nothing left to do: a second trigger fails at once and says so.
     capfd.readouterr()
