@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fraudflow.deployment.service_process import free_port
+
 READY = b"Spark Connect server started at"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -33,7 +28,7 @@ def spark_connect_server(scratch: Path, *, master: str = "local[2]", timeout: fl
 
     spark_home = Path(pyspark.__file__).parent
     scratch.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     command = [
         str(spark_home / "bin" / "spark-submit"),
         "--class",
