@@ -241,3 +241,71 @@ def test_landing_parquet_metadata_attrs_are_dropped(tmp_path):
     frame.to_parquet(tmp_path / "t.parquet", index=False)
     assert pd.read_parquet(tmp_path / "t.parquet").attrs  # pandas would carry them
     assert read_batch(tmp_path / "t.parquet").attrs == {}
+
+
+def test_gx_rebuilds_an_expectations_configuration_on_every_read_unless_cached():
+    """GX 1.24.1's ``Expectation.configuration`` builds a new object per read (~90 reads per
+    expectation per validation); within ``configurations_built_once`` it is built once, and
+    built again after the expectation is assigned to."""
+    import great_expectations as gx
+
+    from fraudflow.ingestion.gx_configuration_cache import configurations_built_once
+
+    expectation = gx.expectations.ExpectColumnValuesToBeBetween(column="TX_AMOUNT", min_value=0, max_value=10)
+    assert expectation.configuration is not expectation.configuration  # the library's behaviour
+    with configurations_built_once() as active:
+        assert active
+        first = expectation.configuration
+        assert expectation.configuration is first
+        expectation.max_value = 20
+        assert expectation.configuration.kwargs["max_value"] == 20
+    assert expectation.configuration is not expectation.configuration  # nothing kept after the block
+    with configurations_built_once(enabled=False) as active:
+        assert not active and expectation.configuration is not expectation.configuration
+
+
+def test_the_configuration_cache_is_tied_to_the_pinned_gx():
+    """The cache patches a GX internal; an upgrade of the pin must be looked at again."""
+    from fraudflow.ingestion.gx_configuration_cache import PATCHED_GX_VERSION
+
+    pins = (Path(__file__).parents[1] / "constraints.txt").read_text().splitlines()
+    assert f"great_expectations=={PATCHED_GX_VERSION}" in pins
+
+
+def _stored_results(settings, run_name: str) -> dict[str, list]:
+    """GX's stored validation results of one run, per suite, without the run's own stamps."""
+    found = {}
+    for path in (settings.gx_dir / "uncommitted" / "validations").glob(f"*/{run_name}/*/*.json"):
+        found[path.parts[-4]] = json.loads(path.read_text())["results"]
+    return found
+
+
+def test_the_configuration_cache_leaves_every_gx_result_unchanged(gate):
+    """Each file the catalogue rejected at the gate, and a clean day, judged with and without
+    the cache: the same verdicts, failures, observed values and sample rows, and GX's stored
+    results equal expectation by expectation."""
+    from fraudflow.ingestion.landing import read_batch
+    from fraudflow.ingestion.validation import LANDING_CHECKPOINT, LANDING_SUITES, landing_parameters, run_checkpoint
+
+    settings, _, template = gate
+    rejected = [r for r in list_quarantined(settings) if r.stage == "validation"]
+    assert len(rejected) >= 10, "runs after the bad-file catalogue"
+    cases = [(r.day, read_batch(Path(r.folder) / Path(r.file).name), False) for r in rejected]
+    for day, frame, passes in [*cases, (TEMPLATE_DAY, template, True)]:
+        params = {k: v for k, v in landing_parameters(settings, day).items() if k != "history"}
+        verdicts, stored = [], []
+        for cached in (False, True):
+            run_name = f"cache-{cached}-{day}-{passes}"
+            result = run_checkpoint(
+                settings.model_copy(update={"gx_configuration_cache": cached}),
+                frame,
+                checkpoint=LANDING_CHECKPOINT,
+                suites=LANDING_SUITES,
+                parameters=params,
+                run_name=run_name,
+            )
+            verdicts.append(result.model_dump(exclude={"validation_id", "data_docs", "seconds"}))
+            stored.append(_stored_results(settings, run_name))
+        assert verdicts[0] == verdicts[1], day
+        assert set(stored[0]) == set(LANDING_SUITES) and stored[0] == stored[1], day
+        assert verdicts[0]["success"] is passes, day

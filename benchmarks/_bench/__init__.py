@@ -5,7 +5,7 @@ The scripts run as ``.venv/bin/python benchmarks/<name>.py``, so ``benchmarks/``
 
 - ``_bench.env``: the repository's paths and a benchmark's fraudflow home (environment);
 - ``_bench.output``: progress lines (stderr) and the one results-table printer, with the
-  machine's conditions (cores, load, Python, key package versions);
+  machine's conditions (cores, load, a reference loop's time, Python, key package versions);
 - ``_bench.timing``: ``timed`` (median of repeats), ``Stages`` (named steps one after the
   other), percentiles;
 - ``_bench.processes``: CPU of a process tree and of everyone else ("other load"),

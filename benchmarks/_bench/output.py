@@ -16,9 +16,23 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def reference_seconds(repeats: int = 5) -> float:
+    """The median time of a fixed pure-Python loop on this machine now: the same code's
+    figures move with it (on the 2-core CI machine it ranged 0.49-0.68 s within a minute), so
+    a table carries it beside the figures it qualifies."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(3_000_000):
+            total += i * i
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
 def conditions(packages: Sequence[str] = ()) -> str:
-    """The machine and software a result was measured on: cores, load average, Python and the
-    versions of ``packages`` (distribution names)."""
+    """The machine and software a result was measured on: cores, load average, the reference
+    loop's time (:func:`reference_seconds`), Python and the versions of ``packages``."""
     versions = []
     for name in packages:
         try:
@@ -26,7 +40,8 @@ def conditions(packages: Sequence[str] = ()) -> str:
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
     load = f", load avg {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    machine = f"{os.cpu_count()} cores{load}, Python {platform.python_version()} on {platform.system()}"
+    python = f"Python {platform.python_version()} on {platform.system()}"
+    machine = f"{os.cpu_count()} cores{load}, reference loop {reference_seconds():.2f} s, {python}"
     return "; ".join([machine, *versions])
 
 

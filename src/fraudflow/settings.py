@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # The Data Docs index is rebuilt by a passing gate at most this often (a failing one always
     # rebuilds it); a backfill of many days pays for it once per interval, not once per day.
     data_docs_index_seconds: float = Field(600.0, ge=0)
+    # GX 1.24.1 rebuilds an expectation's configuration on each of ~90 reads per validation;
+    # True builds it once per run (fraudflow.ingestion.gx_configuration_cache), False runs GX as is.
+    gx_configuration_cache: bool = True
 
     # Feast point-in-time joins run in chunks of whole days of at most this many entity rows
     # (fraudflow.features.point_in_time.historical_features): the offline store's peak memory follows it.

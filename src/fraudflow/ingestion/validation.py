@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from fraudflow.ingestion.gx_checkpoints import SAMPLE_ROWS, DeferredDataDocs, gx_lock, local_path, prepared_checkpoint
+from fraudflow.ingestion.gx_configuration_cache import configurations_built_once
 from fraudflow.ingestion.landing import StagedBatch, read_batch, safe_run_id
 from fraudflow.ingestion.quarantine import quarantine_landing_file
 from fraudflow.lake import recent_partitions
@@ -93,11 +94,12 @@ def run_checkpoint(
     started = time.perf_counter()
     with gx_lock(settings):
         context, prepared = prepared_checkpoint(settings, checkpoint, list(suites))
-        result = prepared.run(
-            batch_parameters={"dataframe": frame},
-            expectation_parameters=parameters,
-            run_id=RunIdentifier(run_name=run_name),
-        )
+        with configurations_built_once(settings.gx_configuration_cache):
+            result = prepared.run(
+                batch_parameters={"dataframe": frame},
+                expectation_parameters=parameters,
+                run_id=RunIdentifier(run_name=run_name),
+            )
         deferred = defer_docs is not None and result.success
         if deferred:
             defer_docs.add(context, list(result.run_results))
