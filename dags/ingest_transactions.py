@@ -13,9 +13,9 @@ run for day D starts at D+1 00:00 UTC with `ds` = D.
    error names the folder.
 2. **load_landing_file**: snapshots the file into staging (sha256) and checks it parses;
    an unreadable file is quarantined with the parse error as its reason.
-3. **validate_batch**: the gate. A Great Expectations checkpoint runs the committed suites
-   `raw_transactions` and `batch_statistics` (bands around recent history) and builds Data
-   Docs (link in the task log). On failure the file is moved to
+3. **validate_batch**: the gate. A Great Expectations checkpoint runs the committed suite
+   `landing_transactions` (the file's schema and rows, then bands around recent history) and
+   builds Data Docs (link in the task log). On failure the file is moved to
    `quarantine/transactions/date=<ds>/` with `reason.json`; nothing reaches the lake.
 4. **publish_partition**: normalises to the raw schema and atomically replaces
    `lake/transactions/date=<ds>/`, then emits the `fraudflow_lake_transactions` Asset

@@ -274,8 +274,9 @@ def test_the_configuration_cache_is_tied_to_the_pinned_gx():
 
 def _stored_results(settings, run_name: str) -> dict[str, list]:
     """GX's stored validation results of one run, per suite, without the run's own stamps."""
-    found = {}
+    found: dict[str, list] = {}
     for path in (settings.gx_dir / "uncommitted" / "validations").glob(f"*/{run_name}/*/*.json"):
+        assert path.parts[-4] not in found, f"two stored results of {run_name}"
         found[path.parts[-4]] = json.loads(path.read_text())["results"]
     return found
 
@@ -309,3 +310,39 @@ def test_the_configuration_cache_leaves_every_gx_result_unchanged(gate):
         assert verdicts[0] == verdicts[1], day
         assert set(stored[0]) == set(LANDING_SUITES) and stored[0] == stored[1], day
         assert verdicts[0]["success"] is passes, day
+
+
+def test_the_verdict_and_the_details_checkpoints_agree_on_every_catalogue_file(gate):
+    """A batch is judged by the ``BASIC`` checkpoint; only a failure re-runs as ``SUMMARY`` for
+    the failing rows. Both must judge every catalogue file and a clean day alike, rule by
+    rule; a rejected day keeps one stored result, the details run's, with its row indexes."""
+    from fraudflow.ingestion.gx_checkpoints import prepared_checkpoint
+    from fraudflow.ingestion.landing import read_batch
+    from fraudflow.ingestion.validation import LANDING_CHECKPOINT, LANDING_SUITES, landing_parameters
+
+    settings, _, template = gate
+    rejected = [r for r in list_quarantined(settings) if r.stage == "validation"]
+    assert len(rejected) >= 10, "runs after the bad-file catalogue"
+    checkpoints = prepared_checkpoint(settings, LANDING_CHECKPOINT, list(LANDING_SUITES))
+    cases = [(r.day, read_batch(Path(r.folder) / Path(r.file).name), False) for r in rejected]
+    for day, frame, passes in [*cases, (TEMPLATE_DAY, template, True)]:
+        params = {k: v for k, v in landing_parameters(settings, day).items() if k != "history"}
+        judged = []
+        for which in (checkpoints.verdict, checkpoints.details):
+            result = which.run(batch_parameters={"dataframe": frame}, expectation_parameters=params)
+            judged.append(
+                [
+                    (r.expectation_config.type, r.expectation_config.kwargs.get("column"), r.success)
+                    for suite in result.run_results.values()
+                    for r in suite.results
+                ]
+            )
+            assert result.success is passes, (day, which.name)
+        assert judged[0] == judged[1], day
+    for record in rejected:
+        run_name = record.validation_id.split("/")[1]
+        (results,) = _stored_results(settings, run_name).values()
+        failed = [r for r in results if not r["success"] and not r["exception_info"].get("raised_exception")]
+        assert failed and all(
+            "partial_unexpected_index_list" in r["result"] for r in failed if "unexpected_count" in r["result"]
+        ), record.day

@@ -30,7 +30,7 @@ from fraudflow.settings import Settings
 log = logging.getLogger(__name__)
 
 LANDING_CHECKPOINT = "landing_gate"
-LANDING_SUITES = ("raw_transactions", "batch_statistics")
+LANDING_SUITES = ("landing_transactions",)
 
 
 class BatchRejected(ValueError):
@@ -85,21 +85,28 @@ def run_checkpoint(
     run_name: str,
     defer_docs: DeferredDataDocs | None = None,
 ) -> ValidationResult:
-    """Validate ``frame`` against ``suites`` in one GX Checkpoint run; build its Data Docs pages
-    (a passing run's go to ``defer_docs`` instead, when given, and ``data_docs`` is empty)."""
+    """Validate ``frame`` against ``suites`` with the ``verdict`` checkpoint; if it fails, run
+    the ``details`` one (same rules, same run id, the failing rows' indexes too), whose stored
+    result replaces the verdict's, so a rejected batch has one result and one page. Then build
+    its Data Docs pages (a passing run's go to ``defer_docs`` instead, when given, and
+    ``data_docs`` is empty). See :class:`~fraudflow.ingestion.gx_checkpoints.PreparedCheckpoints`."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     from fraudflow.ingestion.data_docs import index_is_due
 
     started = time.perf_counter()
     with gx_lock(settings):
-        context, prepared = prepared_checkpoint(settings, checkpoint, list(suites))
+        gate = prepared_checkpoint(settings, checkpoint, list(suites))
+        context = gate.context
+        run_id = RunIdentifier(run_name=run_name)
         with configurations_built_once(settings.gx_configuration_cache):
-            result = prepared.run(
-                batch_parameters={"dataframe": frame},
-                expectation_parameters=parameters,
-                run_id=RunIdentifier(run_name=run_name),
+            result = gate.verdict.run(
+                batch_parameters={"dataframe": frame}, expectation_parameters=parameters, run_id=run_id
             )
+            if not result.success:  # the same rules and run id: its stored result replaces the verdict's
+                result = gate.details.run(
+                    batch_parameters={"dataframe": frame}, expectation_parameters=parameters, run_id=run_id
+                )
         deferred = defer_docs is not None and result.success
         if deferred:
             defer_docs.add(context, list(result.run_results))
