@@ -14,10 +14,14 @@ triggered by hand (the UI's Trigger button, `fraudflow run backfill_transactions
 2. **report_quarantined**: fails (no retry) naming every quarantined file and its broken rules
    when there is one; the failure alert carries the message. Release a file with
    `review_quarantine`, then re-ingest its day with `ingest_transactions`.
+3. **request_review** (one per quarantined day, only when `FRAUDFLOW_REVIEW_QUARANTINE` is on):
+   triggers `review_quarantine` for the day, as a daily run does, so each file waits in the
+   UI's Required Actions for a person to release or keep it.
 """
 
 from __future__ import annotations
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 from fraudflow.orchestration.assets import LAKE_TRANSACTIONS
@@ -68,7 +72,18 @@ def backfill_transactions():
             raise AirflowFailException(f"{report.describe()}; quarantined:\n{lines}")
         return report.describe()
 
-    report_quarantined(backfill_landed_days())
+    @task
+    def days_to_review(report: dict) -> list[dict]:
+        """One ``review_quarantine`` conf per quarantined day, if a person is to be asked."""
+        if not get_settings().quarantine_review_required:
+            return []
+        return [{"day": q["day"]} for q in report["quarantined"]]
+
+    report = backfill_landed_days()
+    report_quarantined(report)
+    TriggerDagRunOperator.partial(task_id="request_review", trigger_dag_id="review_quarantine").expand(
+        conf=days_to_review(report)
+    )
 
 
 backfill_transactions()

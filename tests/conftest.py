@@ -36,6 +36,60 @@ os.environ.update(
 os.environ.pop("FRAUDFLOW_HOME", None)
 
 
+# The modules that take minutes, longest first (from CI's durations): xdist hands a free
+# worker the next module in collection order, so starting the long ones first keeps both
+# workers busy to the end instead of leaving one alone with the last long module.
+LONGEST_FIRST = (
+    "closed_loop",
+    "test_production_profile.py",
+    "test_spark_engine.py",
+    "test_scheduler_live.py",
+    "test_serving.py",
+    "test_deployment.py",
+    "test_validation_gate.py",
+    "test_realtime_features.py",
+    "test_train_model_dag.py",
+    "test_ingest_dag.py",
+)
+
+
+def _module_scope(nodeid: str) -> str:
+    module = Path(nodeid.split("::", 1)[0]).name
+    return "closed_loop" if module.startswith("test_closed_loop") else module
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules in :data:`LONGEST_FIRST` order, then the rest as collected (stable within a
+    module, so ``test_closed_loop.py`` still runs before ``test_closed_loop_ui.py``)."""
+    rank = {scope: i for i, scope in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module_scope(item.nodeid), len(rank)))
+
+
+_MODULE_SECONDS: dict[str, float] = {}
+_WORKER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Time per module and per xdist worker (setup + call + teardown), for the summary."""
+    scope = _module_scope(report.nodeid)
+    _MODULE_SECONDS[scope] = _MODULE_SECONDS.get(scope, 0.0) + report.duration
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    worker_id = getattr(worker, "id", "main")
+    _WORKER_SECONDS[worker_id] = _WORKER_SECONDS.get(worker_id, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The slowest modules and each worker's busy time: where the suite's minutes go."""
+    if not _MODULE_SECONDS:
+        return
+    slowest = sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1])[:12]
+    terminalreporter.section("time per module (setup + tests + teardown)")
+    for scope, seconds in slowest:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {scope}")
+    busy = ", ".join(f"{w} {s / 60:.1f} min" for w, s in sorted(_WORKER_SECONDS.items()))
+    terminalreporter.write_line(f"busy per worker: {busy}")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     """``make test`` runs on two xdist workers: each test module stays whole on one worker (its
@@ -50,9 +104,9 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "closed_loop" if Path(module).name.startswith("test_closed_loop") else module
+            return _module_scope(nodeid)
 
+    config.option.loadscopereorder = False  # xdist would order scopes by test count, not time
     return ModuleScheduling(config, log)
 
 

@@ -160,14 +160,25 @@ def _break_amounts(settings, day: dt.date) -> Path:
     return path
 
 
+def _review_runs_for(day: dt.date) -> int:
+    """``review_quarantine`` runs asked for ``day`` (the session's Airflow DB is shared)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "review_quarantine").all()
+        return sum((r.conf or {}).get("day") == day.isoformat() for r in runs)
+
+
 def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
     airflow_db, settings, small_history, tmp_path, monkeypatch, capfd
 ):
     """backfill_transactions, triggered with its defaults and no logical date: every landed day
     not yet published goes through the same GX gate in date order, in one run. A broken file is
     quarantined with its report, the other days are published and the run fails naming the file
-    (the alert carries it). The partitions and the verdicts are those of daily runs on the same
-    files; the lake Asset is emitted once."""
+    (the alert carries it) and, with reviews on, asks for a review of that day as a daily run
+    would. The partitions and the verdicts are those of daily runs on the same files; the lake
+    Asset is emitted once."""
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
@@ -180,8 +191,9 @@ def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
     assert run_dag(load_dag("ingest_transactions"), logical_date=as_logical_date(days[0])).state == "success"
 
     # GX builds pages only for the newest FRAUDFLOW_DATA_DOCS_INDEX_RESULTS results: with 6, the
-    # 16 passing results of this walk must be built a few days at a time, not all at the end.
+    # 8 passing results of this walk must be built a few days at a time, not all at the end.
     monkeypatch.setenv("FRAUDFLOW_DATA_DOCS_INDEX_RESULTS", "6")
+    monkeypatch.setenv("FRAUDFLOW_REVIEW_QUARANTINE", "true")
     with WebhookReceiver() as receiver:
         monkeypatch.setenv("FRAUDFLOW_ALERT_WEBHOOK_URL", receiver.url)
         outcome = run_dag(load_dag("backfill_transactions"), logical_date=None)
@@ -204,12 +216,17 @@ def test_backfill_ingests_every_waiting_day_in_one_run_as_daily_runs_would(
     with create_session() as session:
         emitted = session.query(AssetEvent).filter(AssetEvent.source_run_id == outcome.run_id).all()
         assert len(emitted) == 1 and emitted[0].extra["days"] == event["wrote"]["published"]
+    # The quarantined file waits for a person, as after a daily run: one review_quarantine run.
+    (request,) = [t for t in outcome.tasks if t.task_id.startswith("request_review")]
+    assert request.task_id == "request_review[0]" and request.state == "success"
+    assert _review_runs_for(broken) == 1
 
     # Nothing left to do: a second trigger fails at once and says so.
     capfd.readouterr()
     again = run_dag(load_dag("backfill_transactions"), logical_date=None)
     assert again.state == "failed" and again.failed_tasks == ["backfill_landed_days"]
     assert "nothing to backfill" in "".join(capfd.readouterr())
+    assert _review_runs_for(broken) == 1
 
     # The same files through one daily ingest_transactions run per day, in a second home.
     backfilled = settings
