@@ -36,33 +36,9 @@ os.environ.update(
 os.environ.pop("FRAUDFLOW_HOME", None)
 
 
-# The modules that take minutes, longest first (from CI's durations): xdist hands a free
-# worker the next module in collection order, so starting the long ones first keeps both
-# workers busy to the end instead of leaving one alone with the last long module.
-LONGEST_FIRST = (
-    "closed_loop",
-    "test_production_profile.py",
-    "test_spark_engine.py",
-    "test_scheduler_live.py",
-    "test_serving.py",
-    "test_deployment.py",
-    "test_validation_gate.py",
-    "test_realtime_features.py",
-    "test_train_model_dag.py",
-    "test_ingest_dag.py",
-)
-
-
 def _module_scope(nodeid: str) -> str:
     module = Path(nodeid.split("::", 1)[0]).name
     return "closed_loop" if module.startswith("test_closed_loop") else module
-
-
-def pytest_collection_modifyitems(config, items):
-    """Modules in :data:`LONGEST_FIRST` order, then the rest as collected (stable within a
-    module, so ``test_closed_loop.py`` still runs before ``test_closed_loop_ui.py``)."""
-    rank = {scope: i for i, scope in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_module_scope(item.nodeid), len(rank)))
 
 
 _MODULE_SECONDS: dict[str, float] = {}
@@ -106,7 +82,6 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return _module_scope(nodeid)
 
-    config.option.loadscopereorder = False  # xdist would order scopes by test count, not time
     return ModuleScheduling(config, log)
 
 
