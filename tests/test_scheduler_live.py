@@ -76,8 +76,6 @@ def live_world(tmp_path_factory):
             "FRAUDFLOW_INGEST_CATCHUP": "true",
             "FRAUDFLOW_LANDING_POKE_SECONDS": "2",
             "FRAUDFLOW_LANDING_TIMEOUT_SECONDS": "900",
-            # The late day's deadline passes ~60 s from now, while its sensor waits.
-            "FRAUDFLOW_INGEST_DEADLINE_SECONDS": str(int((dt.datetime.now(dt.UTC) - midnight).total_seconds()) + 60),
             "FRAUDFLOW_TRAINING_DEADLINE_SECONDS": "5",
             "FRAUDFLOW_ALERT_WEBHOOK_URL": receiver.url,
             "FRAUDFLOW_GATE_MIN_AVERAGE_PRECISION": "0.2",  # a 600-card world: the subject is the scheduler
@@ -124,6 +122,12 @@ def live_world(tmp_path_factory):
         registry.promote_challenger(settings)
         # Files that can be complete: every day but the late one.
         write_landing_files(frame, settings.landing_dir, days=(catchup_from, catchup_from))
+        # The late day's deadline passes ~150 s from now, once the scheduler (started next) has
+        # created its run and its sensor waits. Counted from here, not from before the world was
+        # built: on a slow machine that took longer than the margin, the run was created after
+        # its deadline and drew the catch-up alert instead.
+        since_midnight = int((dt.datetime.now(dt.UTC) - midnight).total_seconds())
+        mp.setenv("FRAUDFLOW_INGEST_DEADLINE_SECONDS", str(since_midnight + 150))
         yield settings, frame, receiver, catchup_from, late_day
 
 
