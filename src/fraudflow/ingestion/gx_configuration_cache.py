@@ -12,7 +12,7 @@ expectation object, on that thread, until the object is assigned to or the block
 it GX is untouched. GX creates the expectation objects a run uses and drops them after it, and
 no GX code mutates a configuration it got from the property (the validator deep-copies before
 it adds the batch id), so the results are the same objects GX would build, built fewer times.
-``tests/test_validation.py`` shows the rebuilds and that the gate's results are equal with and
+``tests/test_validation_gate.py`` shows the rebuilds and that the gate's results are equal with and
 without the cache. The patch is tied to the pinned GX version: any other version runs GX as is.
 """
 
